@@ -1,0 +1,86 @@
+"""The result relay: one blocking XREAD follows every result stream this gateway holds a client for.
+
+Sockets, HTTP requests and event-stream clients ``follow`` a stream and get an asyncio queue of its entries.
+Following a new stream wakes the blocking read through this gateway's private wake stream, so a new
+follower never waits for the current read to time out. Runs on the event loop; not thread-safe.
+"""
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from redis import asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+log = logging.getLogger(__name__)
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+def parse_id(entry_id: bytes | str) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass(eq=False)
+class Subscription:
+    key: str
+    last_id: tuple[int, int]
+    queue: asyncio.Queue[Entry] = field(default_factory=asyncio.Queue)
+
+
+class Relay:
+    def __init__(self, reader: aioredis.Redis, writer: aioredis.Redis, wake_key: str, block_ms: int = 5_000):
+        self.reader, self.writer = reader, writer
+        self.wake_key, self.block_ms = wake_key, block_ms
+        self._wake_id = "0-0"
+        self._subs: dict[str, set[Subscription]] = {}
+
+    async def follow(self, key: str, after: str = "0-0") -> Subscription:
+        """Queue every entry of ``key`` with an id after ``after`` ("0-0": from the start)."""
+        sub = Subscription(key, parse_id(after))
+        self._subs.setdefault(key, set()).add(sub)
+        await self.writer.xadd(self.wake_key, {"w": "1"}, maxlen=10, approximate=True)
+        await self.writer.expire(self.wake_key, 86_400)
+        return sub
+
+    def unfollow(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.key)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.key]
+
+    @property
+    def followed(self) -> int:
+        return len(self._subs)
+
+    async def run(self) -> None:
+        backoff = 0.1
+        while True:
+            streams: dict[str, str] = {self.wake_key: self._wake_id}
+            for key, subs in self._subs.items():
+                ms, seq = min(sub.last_id for sub in subs)
+                streams[key] = f"{ms}-{seq}"
+            try:
+                reply = await self.reader.xread(streams, count=1_000, block=self.block_ms)  # type: ignore[arg-type]
+                backoff = 0.1
+            except (RedisConnectionError, OSError) as exc:
+                log.warning("relay: redis unavailable (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            for raw_key, entries in reply or []:
+                self._dispatch(raw_key.decode() if isinstance(raw_key, bytes) else raw_key, entries)
+
+    def _dispatch(self, key: str, entries: list[Entry]) -> None:
+        if key == self.wake_key:
+            self._wake_id = entries[-1][0].decode()
+            return
+        for sub in list(self._subs.get(key, ())):
+            for entry_id, fields in entries:
+                parsed = parse_id(entry_id)
+                if parsed > sub.last_id:
+                    sub.last_id = parsed
+                    sub.queue.put_nowait((entry_id, fields))

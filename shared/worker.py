@@ -1,0 +1,190 @@
+"""The worker loop, written once: every worker is this loop around a model behind :class:`Handler`.
+
+read (new entries, and stalled ones reclaimed from dead replicas) -> predict in a batch -> publish results
+and acknowledge in one step -> heartbeat. Failures fall in three kinds:
+- bad input: the handler returns an ``ErrorResult``; it is published and the entry settled, never retried;
+- the model raising: the entry stays pending and is retried after ``reclaim_idle_ms`` (by any replica)
+  until it has been delivered ``max_deliveries`` times, then it goes to the dead-letter stream;
+- Redis unreachable: back off and try again.
+The first SIGTERM finishes the batch in hand and stops; a second one aborts at once (what was in hand is
+reclaimed by a live replica).
+"""
+
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Protocol
+
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared import logs
+from shared.bus import Job, WorkerBus, session_of
+from shared.names import RedisNames
+from shared.schema import ErrorResult, Result, Task, Timing
+from shared.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    """What a handler made of one task: results for the client and follow-up tasks for other workers."""
+
+    results: list[Result]
+    followups: list[Task] = field(default_factory=list)
+
+
+class Handler(Protocol):
+    """A model behind the loop. One instance per process, loaded once; called from one thread only."""
+
+    kind: str
+
+    def handle(self, tasks: Sequence[Task], payloads: Sequence[bytes]) -> list[Outcome]:
+        """One Outcome per task, in order. Bad input is an ErrorResult, not an exception."""
+        ...
+
+
+class Worker:
+    def __init__(self, handler: Handler, redis: Redis, settings: Settings, consumer: str | None = None):
+        self.handler, self.settings = handler, settings
+        consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.bus = WorkerBus(redis, RedisNames(settings.redis.prefix), settings.bus, handler.kind, consumer)
+        self.stopping = False
+        self.processed = 0
+        self._next_beat = 0.0
+        self._next_reclaim = 0.0
+
+    def run(self, burst: bool = False) -> int:
+        """Serve until :meth:`stop` (or, with ``burst``, until the stream is drained). Returns entries settled."""
+        self.bus.ensure_group()
+        backoff = 0.1
+        log.info("%s worker %s ready", self.handler.kind, self.bus.consumer)
+        try:
+            while not self.stopping:
+                try:
+                    self._beat()
+                    jobs = self._fetch(burst)
+                    backoff = 0.1
+                except (RedisConnectionError, RedisTimeoutError) as exc:
+                    log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff)
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                if not jobs and burst:
+                    break
+                self.process(jobs)
+        finally:
+            self.bus.leave()
+        return self.processed
+
+    def stop(self) -> None:
+        self.stopping = True
+
+    def _beat(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_beat:
+            self.bus.heartbeat()
+            self._next_beat = now + self.settings.worker.heartbeat_interval_s
+
+    def _fetch(self, burst: bool) -> list[Job]:
+        now = time.monotonic()
+        jobs: list[Job] = []
+        if burst or now >= self._next_reclaim:
+            jobs = self.bus.reclaim()
+            self._next_reclaim = now + max(self.settings.bus.reclaim_idle_ms / 2000, 0.05)
+        if not jobs:
+            block = None if burst else min(self.settings.bus.block_ms, int(self.settings.worker.heartbeat_interval_s * 1000))
+            jobs = self.bus.read_new(block)
+        return jobs
+
+    def process(self, jobs: list[Job]) -> None:
+        runnable: list[Job] = []
+        for job in jobs:
+            if job.task is None:
+                self._settle_invalid(job)
+            elif job.deliveries > self.settings.bus.max_deliveries:
+                self._dead_letter(job, f"delivered {job.deliveries} times without finishing (worker died or hung)")
+            else:
+                runnable.append(job)
+        if runnable:
+            self._run_batch(runnable)
+
+    def _run_batch(self, jobs: list[Job]) -> None:
+        started = time.perf_counter()
+        try:
+            outcomes = self.handler.handle([job.task for job in jobs if job.task], [job.data for job in jobs])
+        except Exception as exc:
+            if len(jobs) > 1:  # find the entry that fails; the others still get their results
+                for job in jobs:
+                    self._run_batch([job])
+                return
+            self._failed(jobs[0], exc)
+            return
+        model_ms = (time.perf_counter() - started) * 1000
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            assert job.task is not None
+            timing = Timing(
+                accepted_at=job.task.enqueued_at,
+                queue_ms=max(0.0, (job.read_at - job.task.enqueued_at) * 1000),
+                model_ms=model_ms,
+            )
+            for result in outcome.results:
+                result.timing = timing
+            if self.bus.settle(job, job.task.session_id, outcome.results, outcome.followups) == -1:
+                log.info("entry %s was already settled by another replica; result discarded", job.entry_id)
+            self.processed += 1
+
+    def _failed(self, job: Job, exc: Exception) -> None:
+        eid = logs.error_id()
+        log.exception("error %s: %s entry %s failed (delivery %d)", eid, self.handler.kind, job.entry_id, job.deliveries)
+        if job.deliveries >= self.settings.bus.max_deliveries:
+            self._dead_letter(job, f"{type(exc).__name__}: {exc} (error id {eid})")
+        # otherwise it stays pending and is retried after reclaim_idle_ms
+
+    def _dead_letter(self, job: Job, error: str) -> None:
+        log.error("dead-lettering %s entry %s: %s", self.handler.kind, job.entry_id, error)
+        self.bus.dead_letter(job, error)
+        self.processed += 1
+
+    def _settle_invalid(self, job: Job) -> None:
+        session_id = session_of(job.raw)
+        results: list[Result] = []
+        if session_id:
+            results.append(ErrorResult(session_id=session_id, code="invalid_message", message=job.invalid or "invalid"))
+        log.warning("invalid %s entry %s: %s", self.handler.kind, job.entry_id, job.invalid)
+        self.bus.settle(job, session_id, results)
+        self.processed += 1
+
+
+def install_signal_handlers(worker: Worker) -> None:
+    """First SIGTERM/SIGINT: finish the batch in hand, then stop. Second: abort now."""
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if worker.stopping:
+            log.warning("second signal %d: aborting", signum)
+            raise SystemExit(1)
+        log.info("signal %d: finishing the batch in hand, then stopping", signum)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+def main(kind: str, load_handler: Callable[[Settings], Handler]) -> None:
+    """Entry point of every worker process: ``python -m workers.<kind> [--burst]``."""
+    settings = get_settings()
+    logs.configure(f"worker-{kind}", settings.log_level)
+    handler = load_handler(settings)
+    redis = Redis.from_url(settings.redis.url.get_secret_value(), socket_keepalive=True)
+    worker = Worker(handler, redis, settings)
+    install_signal_handlers(worker)
+    worker.run(burst="--burst" in sys.argv[1:])
