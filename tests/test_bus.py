@@ -1,0 +1,143 @@
+"""The bus and the worker loop against a real Redis, with a tiny in-process handler (the loop is the unit)."""
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+
+import pytest
+from redis import Redis
+
+from shared.bus import WorkerBus
+from shared.names import RedisNames
+from shared.schema import RESULT_ADAPTER, ErrorResult, Task, TextEmotionResult, TextTask
+from shared.settings import Settings
+from shared.worker import Outcome, Worker
+from tests.stack import wait_until
+
+UNIFORM = {label: 1 / 7 for label in ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")}
+
+
+class EchoHandler:
+    """Answers every text with uniform scores; raises on texts containing 'poison'."""
+
+    kind = "text"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def handle(self, tasks: Sequence[Task], payloads: Sequence[bytes]) -> list[Outcome]:
+        self.calls += 1
+        outcomes = []
+        for task in tasks:
+            assert isinstance(task, TextTask)
+            if "poison" in task.text:
+                raise RuntimeError("the model cannot take this text")
+            result = TextEmotionResult(
+                session_id=task.session_id, id=task.client_id, emotion="neutral", confidence=1 / 7, scores=UNIFORM, text=task.text
+            )
+            outcomes.append(Outcome([result]))
+        return outcomes
+
+
+def enqueue(redis: Redis, names: RedisNames, session: str, text: str, client_id: str) -> None:
+    task = TextTask(task_id=uuid.uuid4().hex, session_id=session, client_id=client_id, enqueued_at=time.time(), text=text)
+    redis.xadd(names.tasks("text"), {"task": task.model_dump_json()})
+
+
+def results(redis: Redis, names: RedisNames, session: str) -> list[tuple[int, dict[str, object]]]:
+    entries = redis.xrange(names.session_results(session))
+    return [(int(f[b"seq"]), json.loads(f[b"result"])) for _, f in entries]
+
+
+def test_results_carry_increasing_seq_and_stream_is_drained(redis: Redis, settings: Settings) -> None:
+    names = RedisNames(settings.redis.prefix)
+    for i in range(40):
+        enqueue(redis, names, "sessionA1", f"hello {i}", f"c{i}")
+    worker = Worker(EchoHandler(), redis, settings)
+    assert worker.run(burst=True) == 40
+    published = results(redis, names, "sessionA1")
+    assert [seq for seq, _ in published] == list(range(1, 41))
+    assert sorted(r["id"] for _, r in published) == sorted(f"c{i}" for i in range(40))
+    assert redis.xlen(names.tasks("text")) == 0  # settled entries are deleted: length is backlog
+    for _, body in published:
+        RESULT_ADAPTER.validate_python(body)
+
+
+def test_settling_twice_publishes_once(redis: Redis, settings: Settings) -> None:
+    names = RedisNames(settings.redis.prefix)
+    enqueue(redis, names, "sessionB1", "once", "x")
+    first = WorkerBus(redis, names, settings.bus, "text", "first")
+    second = WorkerBus(redis, names, settings.bus, "text", "second")
+    first.ensure_group()
+    [job] = first.read_new(None)
+    assert job.task is not None
+    result = ErrorResult(session_id="sessionB1", code="internal", message="m")
+    assert first.settle(job, "sessionB1", [result]) == 1
+    assert second.settle(job, "sessionB1", [result]) == -1
+    assert len(results(redis, names, "sessionB1")) == 1
+
+
+def test_stalled_entry_is_reclaimed_with_its_delivery_count(redis: Redis, settings: Settings) -> None:
+    names = RedisNames(settings.redis.prefix)
+    enqueue(redis, names, "sessionC1", "stalled", "s")
+    dead = WorkerBus(redis, names, settings.bus, "text", "dies-holding-it")
+    dead.ensure_group()
+    assert len(dead.read_new(None)) == 1  # read, never acknowledged
+    live = WorkerBus(redis, names, settings.bus, "text", "live")
+    assert live.reclaim() == []  # not idle long enough yet
+    wait_until(lambda: bool(redis.xpending_range(names.tasks("text"), "text-workers", "-", "+", 1, idle=settings.bus.reclaim_idle_ms)), 5, "idle")
+    [job] = live.reclaim()
+    assert job.deliveries == 2 and job.task is not None and job.task.text == "stalled"
+
+
+def test_poison_entry_goes_to_dead_letters_and_others_are_served(redis: Redis, settings: Settings) -> None:
+    names = RedisNames(settings.redis.prefix)
+    enqueue(redis, names, "sessionD1", "fine 1", "a")
+    enqueue(redis, names, "sessionD1", "poison pill", "p")
+    enqueue(redis, names, "sessionD1", "fine 2", "b")
+    worker = Worker(EchoHandler(), redis, settings)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: redis.xlen(names.dead_letters("text")) == 1, 15, "the dead letter")
+        wait_until(lambda: len(results(redis, names, "sessionD1")) == 3, 5, "three results")
+    finally:
+        worker.stop()
+        thread.join(5)
+    by_id = {body["id"]: body for _, body in results(redis, names, "sessionD1")}
+    assert by_id["a"]["type"] == by_id["b"]["type"] == "text.emotion"
+    assert by_id["p"]["type"] == "error" and by_id["p"]["code"] == "model_error"
+    [(_, fields)] = redis.xrange(names.dead_letters("text"))
+    record = json.loads(fields[b"entry"])
+    assert record["deliveries"] == settings.bus.max_deliveries and "cannot take this text" in record["error"]
+    assert redis.xlen(names.tasks("text")) == 0
+
+
+def test_entry_that_is_not_a_task_gets_a_typed_error_without_retry(redis: Redis, settings: Settings) -> None:
+    names = RedisNames(settings.redis.prefix)
+    redis.xadd(names.tasks("text"), {"task": json.dumps({"kind": "text", "session_id": "sessionE1", "text": 5})})
+    handler = EchoHandler()
+    Worker(handler, redis, settings).run(burst=True)
+    [(seq, body)] = results(redis, names, "sessionE1")
+    assert body["code"] == "invalid_message" and handler.calls == 0
+
+
+@pytest.mark.parametrize("depth", [3])
+def test_gateway_refuses_work_past_the_backlog_limit(redis_url: str, settings: Settings, depth: int) -> None:
+    import asyncio
+
+    from redis import asyncio as aioredis
+
+    from shared.bus import GatewayBus
+
+    async def fill() -> list[bool]:
+        client = aioredis.Redis.from_url(redis_url)
+        bus = GatewayBus(client, RedisNames(settings.redis.prefix), settings.bus.model_copy(update={"max_queue_depth": depth}))
+        task = TextTask(task_id="t", session_id="sessionF1", enqueued_at=time.time(), text="x")
+        accepted = [await bus.enqueue(task) for _ in range(depth + 2)]
+        await client.aclose()
+        return accepted
+
+    assert asyncio.run(fill()) == [True] * depth + [False, False]
