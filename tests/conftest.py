@@ -11,7 +11,7 @@ from redis import Redis
 
 from shared.names import RedisNames
 from shared.settings import BusSettings, RedisSettings, Settings, WorkerSettings
-from tests.stack import Stack, free_port, wait_until
+from scripts.stack import Stack, free_port, wait_until
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 

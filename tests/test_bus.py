@@ -14,7 +14,7 @@ from shared.names import RedisNames
 from shared.schema import RESULT_ADAPTER, ErrorResult, Task, TextEmotionResult, TextTask
 from shared.settings import Settings
 from shared.worker import Outcome, Worker
-from tests.stack import wait_until
+from scripts.stack import wait_until
 
 UNIFORM = {label: 1 / 7 for label in ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")}
 

@@ -16,7 +16,7 @@ from websockets.sync.client import ClientConnection
 
 from shared.names import RedisNames
 from tests.clients import open_socket
-from tests.stack import Stack
+from scripts.stack import Stack
 
 
 @pytest.fixture(scope="module")

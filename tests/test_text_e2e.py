@@ -13,7 +13,7 @@ from redis import Redis
 from shared.labels import LABELS
 from shared.names import RedisNames
 from tests.clients import dev_sentences, open_socket, receive
-from tests.stack import Stack, wait_until
+from scripts.stack import Stack, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Real processes for end-to-end tests: the gateway and workers, started from docker-compose.yml's
+"""Real processes under one key prefix: the gateway and workers, started from docker-compose.yml's
 definitions with a private Redis key prefix, and waited on until ready (never on sleeps)."""
 
 import json

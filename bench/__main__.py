@@ -1,0 +1,126 @@
+"""``python -m bench``: drive the service like real clients; write a JSON + markdown report.
+
+  python -m bench text --url ws://127.0.0.1:8000 --connections 1,10,50 --duration 10
+      a running service: p50/p95/p99 end-to-end latency and throughput per connection count, plus the
+      same model run bare in-process (overhead = pipeline minus bare).
+  python -m bench text-scaling --connections 10 --duration 15
+      starts its own gateway with 1, then 2 text replicas (a private Redis key prefix), and runs 1 and 2
+      bare model processes in the same run: pipeline gain vs bare gain.
+Every run stops by itself.
+"""
+
+import argparse
+import asyncio
+import json
+import platform
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.text_load import bare_latency, bare_throughput, drive, sentences
+
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def run_text(args: argparse.Namespace) -> dict[str, Any]:
+    texts = sentences(args.data)
+    rows = []
+    for connections in args.connections:
+        print(f"/ws/emotion: {connections} connection(s) for {args.duration}s", flush=True)
+        rows.append(asyncio.run(drive(args.url + "/ws/emotion", texts, connections, args.duration, args.rate)))
+    print("bare model in-process", flush=True)
+    bare = bare_latency(texts, 300, threads=1)
+    one = next((row for row in rows if row["connections"] == 1), None)
+    overhead = round(one["p50_ms"] - bare["p50_ms"], 3) if one else None
+    return {"endpoint": "/ws/emotion", "runs": rows, "bare": bare, "p50_overhead_ms_at_1": overhead}
+
+
+def run_text_scaling(args: argparse.Namespace) -> dict[str, Any]:
+    from scripts.stack import Stack
+
+    texts = sentences(args.data)
+    connections = args.connections[0]
+    pipeline: dict[int, dict[str, Any]] = {}
+    for replicas in (1, 2):
+        with tempfile.TemporaryDirectory() as logs:
+            stack = Stack(args.redis_url, f"bench-{uuid.uuid4().hex[:8]}", Path(logs), {"EXPR_LOG_LEVEL": "WARNING"})
+            try:
+                stack.start("gateway")
+                stack.start("worker-text", replicas=replicas)
+                asyncio.run(drive(stack.ws + "/ws/emotion", texts, connections, 3))  # warm-up
+                print(f"pipeline: {replicas} text replica(s), {connections} connections", flush=True)
+                pipeline[replicas] = asyncio.run(drive(stack.ws + "/ws/emotion", texts, connections, args.duration))
+            finally:
+                stack.close()
+    batch = max(1, connections // 2)
+    bare = {}
+    for processes in (1, 2):
+        print(f"bare: {processes} model process(es), batches of {batch}", flush=True)
+        bare[processes] = bare_throughput(texts, processes, batch, args.duration)
+    pipeline_gain = pipeline[2]["throughput_per_s"] / pipeline[1]["throughput_per_s"]
+    bare_gain = bare[2] / bare[1]
+    return {
+        "endpoint": "/ws/emotion",
+        "connections": connections,
+        "pipeline": {str(k): v for k, v in pipeline.items()},
+        "bare_throughput_per_s": {str(k): v for k, v in bare.items()},
+        "pipeline_gain": round(pipeline_gain, 3),
+        "bare_gain": round(bare_gain, 3),
+        "gain_ratio": round((pipeline_gain - 1) / (bare_gain - 1), 3) if bare_gain > 1 else None,
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [f"# bench {report['scenario']} ({report['when']}, {report['machine']})", "", f"`{report['command']}`", ""]
+    result = report["result"]
+    if "runs" in result:
+        lines += ["| connections | msg/s | p50 ms | p95 ms | p99 ms | errors | lost |", "|---|---|---|---|---|---|---|"]
+        for row in result["runs"]:
+            lines.append(
+                f"| {row['connections']} | {row['throughput_per_s']} | {row['p50_ms']} | {row['p95_ms']} | "
+                f"{row['p99_ms']} | {row['errors']} | {row['lost']} |"
+            )
+        bare = result["bare"]
+        lines += ["", f"bare model in-process: p50 {bare['p50_ms']} ms, p95 {bare['p95_ms']} ms, p99 {bare['p99_ms']} ms"]
+        lines.append(f"p50 overhead at 1 connection: {result['p50_overhead_ms_at_1']} ms")
+    else:
+        lines += ["| | 1 | 2 | gain |", "|---|---|---|---|"]
+        p = result["pipeline"]
+        lines.append(f"| pipeline msg/s | {p['1']['throughput_per_s']} | {p['2']['throughput_per_s']} | {result['pipeline_gain']} |")
+        b = result["bare_throughput_per_s"]
+        lines.append(f"| bare msg/s | {b['1']} | {b['2']} | {result['bare_gain']} |")
+        lines += ["", f"gain ratio (pipeline gain - 1) / (bare gain - 1): {result['gain_ratio']}"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenario", choices=["text", "text-scaling"])
+    parser.add_argument("--url", default="ws://127.0.0.1:8000", help="the running gateway (scenario text)")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="Redis for text-scaling's own stack")
+    parser.add_argument("--connections", default="1,10,50", type=lambda v: [int(x) for x in v.split(",")])
+    parser.add_argument("--duration", default=10.0, type=float, help="seconds per measurement")
+    parser.add_argument("--rate", default=0.0, type=float, help="messages/s per connection (0: closed loop)")
+    parser.add_argument("--data", default=DATA, type=Path, help="the shared media folder")
+    parser.add_argument("--out", default=Path("bench-results"), type=Path)
+    args = parser.parse_args()
+    result = run_text(args) if args.scenario == "text" else run_text_scaling(args)
+    report = {
+        "scenario": args.scenario,
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
+        "command": "python -m bench " + " ".join(__import__("sys").argv[1:]),
+        "result": result,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"{args.scenario}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    stem.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+    print(f"written: {stem}.json, {stem}.md")
+
+
+if __name__ == "__main__":
+    main()
