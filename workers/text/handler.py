@@ -45,5 +45,7 @@ class TextEmotionHandler:
 def load(settings: Settings) -> TextEmotionHandler:
     from workers.text.emotion_model import TextEmotionModel  # the only place the ML stack is imported
 
-    model = TextEmotionModel.load(cache_dir=settings.cache_dir / "minilm", threads=settings.worker.threads)
+    model = TextEmotionModel.load(
+        cache_dir=settings.cache_dir / "minilm", threads=settings.worker.threads, batch_size=settings.text.batch_size
+    )
     return TextEmotionHandler(model)
