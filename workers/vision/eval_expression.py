@@ -12,8 +12,13 @@ from workers.vision.interfaces import ExpressionModel
 
 # Folder names of ../shared/data/expressions/fer2013 in our label names.
 FER2013_FOLDERS = {
-    "angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "happiness",
-    "sad": "sadness", "surprise": "surprise", "neutral": "neutral",
+    "angry": "anger",
+    "disgust": "disgust",
+    "fear": "fear",
+    "happy": "happiness",
+    "sad": "sadness",
+    "surprise": "surprise",
+    "neutral": "neutral",
 }
 
 

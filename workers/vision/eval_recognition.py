@@ -82,8 +82,9 @@ def collect(analyzer: FaceAnalyzer, faces_root: Path) -> Distances:
     return result
 
 
-def _assign(identities: list[str], encodings: list[np.ndarray], gallery: dict[str, list[np.ndarray]]
-            ) -> tuple[list[tuple[str, np.ndarray]], list[np.ndarray]]:
+def _assign(
+    identities: list[str], encodings: list[np.ndarray], gallery: dict[str, list[np.ndarray]]
+) -> tuple[list[tuple[str, np.ndarray]], list[np.ndarray]]:
     """Pair listed identities with faces, and return the faces left over.
 
     A single listed identity takes the largest face. Several take the faces that minimise the total
@@ -105,8 +106,9 @@ def _assign(identities: list[str], encodings: list[np.ndarray], gallery: dict[st
     return best
 
 
-def _record(result: Distances, file: str, faces: list[tuple[str, np.ndarray]],
-            gallery: dict[str, list[np.ndarray]]) -> None:
+def _record(
+    result: Distances, file: str, faces: list[tuple[str, np.ndarray]], gallery: dict[str, list[np.ndarray]]
+) -> None:
     for truth, encoding in faces:
         distances = person_distances(encoding, gallery)
         for person, distance in distances.items():
@@ -144,8 +146,11 @@ def format_tuning(result: Distances, thresholds: tuple[float, ...]) -> str:
         lines.append(f"separating range: {genuine.max():.3f} < threshold < {impostor.min():.3f}")
     else:
         lines.append("no threshold separates genuine from impostor distances")
-    lines += ["", "| threshold | genuine rejected | impostor pairs accepted | unenrolled faces accepted |",
-              "|---|---|---|---|"]
+    lines += [
+        "",
+        "| threshold | genuine rejected | impostor pairs accepted | unenrolled faces accepted |",
+        "|---|---|---|---|",
+    ]
     for threshold in thresholds:
         lines.append(
             f"| {threshold:.2f} | {int((genuine > threshold).sum())}/{genuine.size} "

@@ -50,7 +50,8 @@ class NetworkV2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_4(self.conv_3(self.conv_2(self.conv_1(x))))
-        return self.linear(x.reshape(x.shape[0], -1))
+        scores: torch.Tensor = self.linear(x.reshape(x.shape[0], -1))
+        return scores
 
 
 class TorchExpressionModel:

@@ -21,7 +21,7 @@ from workers.vision.interfaces import Box
 from workers.vision.weights import DLIB_MODELS
 
 # Chosen with eval_vision on ../shared/data/faces; see docs/models-vision.md.
-DEFAULT_MATCH_THRESHOLD: Final = 0.55
+DEFAULT_MATCH_THRESHOLD: Final = 0.6
 DetectorModel = Literal["hog", "cnn"]
 
 
@@ -40,6 +40,11 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def _resize(image: np.ndarray, scale: float) -> np.ndarray:
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
 class FaceAnalyzer:
     """Finds faces and computes their encodings.
 
@@ -48,8 +53,9 @@ class FaceAnalyzer:
     mapped back to the full image, and encodings are computed at full resolution.
     """
 
-    def __init__(self, max_side: int = 1024, encoding_model: Literal["small", "large"] = "small",
-                 num_jitters: int = 1) -> None:
+    def __init__(
+        self, max_side: int = 1024, encoding_model: Literal["small", "large"] = "small", num_jitters: int = 1
+    ) -> None:
         if max_side < 64:
             raise ValueError("max_side must be at least 64 pixels")
         for weight in DLIB_MODELS:
@@ -57,7 +63,7 @@ class FaceAnalyzer:
         with warnings.catch_warnings():
             # face_recognition_models imports pkg_resources, which warns on every import.
             warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-            import face_recognition  # type: ignore[import-untyped]
+            import face_recognition
         self._api: ModuleType = face_recognition
         self.max_side = max_side
         self.encoding_model = encoding_model
@@ -70,9 +76,7 @@ class FaceAnalyzer:
         image = _as_rgb(image_rgb)
         height, width = image.shape[:2]
         scale = min(1.0, self.max_side / max(height, width))
-        small = image if scale == 1.0 else cv2.resize(
-            image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA
-        )
+        small = image if scale == 1.0 else _resize(image, scale)
         boxes = []
         for top, right, bottom, left in self._api.face_locations(small, upsample, model):
             x0, y0 = max(0, math.floor(left / scale)), max(0, math.floor(top / scale))
@@ -102,8 +106,9 @@ def person_distances(encoding: np.ndarray, gallery: Mapping[str, Sequence[np.nda
     return distances
 
 
-def match(encoding: np.ndarray, gallery: Mapping[str, Sequence[np.ndarray]],
-          threshold: float = DEFAULT_MATCH_THRESHOLD) -> tuple[str | None, float | None]:
+def match(
+    encoding: np.ndarray, gallery: Mapping[str, Sequence[np.ndarray]], threshold: float = DEFAULT_MATCH_THRESHOLD
+) -> tuple[str | None, float | None]:
     """The nearest enrolled person and their distance; the name is None above ``threshold``.
 
     The distance is None only when the gallery holds no encoding at all.
