@@ -10,11 +10,19 @@ Delivery contract (see docs/architecture.md):
   delivered ``max_deliveries`` times goes to ``dead:<kind>`` while the client gets a typed error.
 Because settled entries are deleted, a task stream's length is its backlog; result, feed and dead-letter
 streams are capped with MAXLEN.
+
+Session kinds (vision frames, audio chunks) go through a per-session *inbox* instead: the gateway posts
+items there and puts a *turn* on the task stream unless one is already there. A worker's turn takes the
+inbox items after the session's cursor, and its settle advances the cursor, stores the handler's session
+state, trims the consumed items and schedules the next turn if more items arrived meanwhile -- all in the
+same script. So one replica at a time works on a session, in order; any replica can take the next turn;
+a replica that dies mid-turn leaves cursor and state untouched for the one that reclaims the turn.
 """
 
 import json
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -23,7 +31,9 @@ from redis import asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from shared.names import RedisNames
-from shared.schema import FEED_TYPES, TASK_ADAPTER, ErrorResult, Result, Task
+from pydantic import BaseModel
+
+from shared.schema import FEED_TYPES, SESSION_KINDS, TASK_ADAPTER, ErrorResult, Result, Task, TurnTask
 from shared.settings import BusSettings
 
 # KEYS: task stream. ARGV: max backlog, task json, payload bytes ('' for none). Returns the entry id or false.
@@ -33,9 +43,31 @@ if ARGV[3] == '' then return redis.call('XADD', KEYS[1], '*', 'task', ARGV[2]) e
 return redis.call('XADD', KEYS[1], '*', 'task', ARGV[2], 'data', ARGV[3])
 """
 
-# KEYS: task stream, seq counter, session results, text feed, follow-up stream, dead-letter stream.
+# KEYS: inbox, item counter, turn flag, task stream. ARGV: item json, payload, inbox maxlen (0: none),
+# most pending items (0: no limit), turn task json, ttl. Returns the item number, or false when refused.
+POST_LUA = """
+if tonumber(ARGV[4]) > 0 and redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[4]) then return false end
+local n = redis.call('INCR', KEYS[2])
+if tonumber(ARGV[3]) > 0 then
+  redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], '*', 'n', n, 'item', ARGV[1], 'data', ARGV[2])
+else
+  redis.call('XADD', KEYS[1], '*', 'n', n, 'item', ARGV[1], 'data', ARGV[2])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+if redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[6]) then
+  redis.call('XADD', KEYS[4], '*', 'task', ARGV[5])
+else
+  redis.call('EXPIRE', KEYS[3], ARGV[6])
+end
+return n
+"""
+
+# KEYS: task stream, seq counter, session results, text feed, follow-up stream, dead-letter stream,
+#       [turns only] session state, inbox, turn flag.
 # ARGV: group, entry id, session maxlen, ttl, feed maxlen, dead maxlen, dead-letter json ('' for none),
-#       n results, (json, to-feed flag) per result, n follow-ups, json per follow-up.
+#       n results, (json, to-feed flag) per result, n follow-ups, json per follow-up,
+#       [turns only] cursor, last item number, state blob, state-changed flag, next turn json.
 # Returns the last seq published, 0 when nothing was, -1 when the entry was already settled.
 SETTLE_LUA = """
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return -1 end
@@ -59,8 +91,22 @@ if n > 0 then
   redis.call('EXPIRE', KEYS[3], ARGV[4])
 end
 i = i + 1
-for f = 1, tonumber(ARGV[i]) do
+local m = tonumber(ARGV[i])
+for f = 1, m do
   redis.call('XADD', KEYS[5], '*', 'task', ARGV[i + f])
+end
+i = i + m + 1
+if ARGV[i] then
+  redis.call('HSET', KEYS[7], 'cursor', ARGV[i], 'n', ARGV[i + 1])
+  if ARGV[i + 3] == '1' then redis.call('HSET', KEYS[7], 'blob', ARGV[i + 2]) end
+  redis.call('EXPIRE', KEYS[7], ARGV[4])
+  local ms, sq = string.match(ARGV[i], '(%d+)-(%d+)')
+  redis.call('XTRIM', KEYS[8], 'MINID', ms .. '-' .. (tonumber(sq) + 1))
+  if redis.call('XLEN', KEYS[8]) > 0 then
+    redis.call('XADD', KEYS[1], '*', 'task', ARGV[i + 4])
+  else
+    redis.call('DEL', KEYS[9])
+  end
 end
 return seq
 """
@@ -82,6 +128,24 @@ class Job:
     invalid: str | None = None
     """Why the entry is not a valid task (then ``task`` is None)."""
     read_at: float = 0.0
+    items: list["Item"] = field(default_factory=list)
+    """For a turn: the session's inbox items after its cursor, oldest first."""
+    state: bytes = b""
+    """For a turn: the handler's session state as the last turn left it."""
+    last_n: int = 0
+    """For a turn: the number of the last item a previous turn took (items are numbered from 1)."""
+    cursor: str = "0-0"
+    """For a turn: the inbox entry id the previous turn stopped at."""
+
+
+@dataclass
+class Item:
+    """One item of a session's inbox: metadata JSON, payload bytes, and its number in the session."""
+
+    entry_id: str
+    n: int
+    meta: bytes
+    data: bytes
 
 
 def parse_job(entry_id: bytes, fields: dict[bytes, bytes], deliveries: int) -> Job:
@@ -150,8 +214,13 @@ class WorkerBus:
         results: list[Result],
         followups: list[Task] | None = None,
         dead_letter: dict[str, Any] | None = None,
+        state: bytes | None = None,
     ) -> int:
-        """Acknowledge and delete ``job`` and publish its results atomically; -1 if it was settled already."""
+        """Acknowledge and delete ``job`` and publish its results atomically; -1 if it was settled already.
+
+        For a turn this also advances the session's cursor past ``job.items``, stores ``state`` (if not
+        None) and schedules the next turn when more items wait.
+        """
         followups = followups or []
         args: list[Any] = [
             self.group,
@@ -167,6 +236,11 @@ class WorkerBus:
             args += [result.model_dump_json(exclude_none=True), "1" if result.type in FEED_TYPES else "0"]
         args.append(len(followups))
         args += [task.model_dump_json() for task in followups]
+        if isinstance(job.task, TurnTask):
+            cursor = job.items[-1].entry_id if job.items else job.cursor
+            last_n = job.items[-1].n if job.items else job.last_n
+            next_turn = job.task.model_copy(update={"task_id": uuid.uuid4().hex, "enqueued_at": time.time()})
+            args += [cursor, last_n, state or b"", "1" if state is not None else "0", next_turn.model_dump_json()]
         follow_stream = self.names.tasks(followups[0].kind) if followups else self.stream
         keys = [
             self.stream,
@@ -176,7 +250,20 @@ class WorkerBus:
             follow_stream,
             self.names.dead_letters(self.kind),
         ]
+        if isinstance(job.task, TurnTask):
+            sid = job.task.session_id
+            keys += [self.names.state(sid, self.kind), self.names.inbox(sid, self.kind), self.names.turn_flag(sid, self.kind)]
         return int(self._settle(keys=keys, args=args))
+
+    def open_turn(self, job: Job) -> None:
+        """Load a turn's inbox items (after the session's cursor) and the session state into ``job``."""
+        assert isinstance(job.task, TurnTask)
+        sid = job.task.session_id
+        state = self.redis.hgetall(self.names.state(sid, self.kind))
+        cursor = state.get(b"cursor", b"0-0").decode()
+        job.state, job.last_n, job.cursor = state.get(b"blob", b""), int(state.get(b"n", 0)), cursor
+        entries = self.redis.xrange(self.names.inbox(sid, self.kind), min=f"({cursor}", count=self.settings.turn_max_items)
+        job.items = [Item(eid.decode(), int(f[b"n"]), f[b"item"], f.get(b"data", b"")) for eid, f in entries]
 
     def dead_letter(self, job: Job, error: str, client_code: str = "model_error") -> int:
         """Move ``job`` to the dead-letter stream with ``error`` and send its client a typed error."""
@@ -215,11 +302,33 @@ class GatewayBus:
     def __init__(self, redis: aioredis.Redis, names: RedisNames, settings: BusSettings):
         self.redis, self.names, self.settings = redis, names, settings
         self._enqueue = redis.register_script(ENQUEUE_LUA)
+        self._post = redis.register_script(POST_LUA)
 
     async def enqueue(self, task: Task, data: bytes = b"") -> bool:
         """Append ``task`` to its stream; False when the backlog is full (the caller answers ``overloaded``)."""
         args = [self.settings.max_queue_depth, task.model_dump_json(), data]
         return bool(await self._enqueue(keys=[self.names.tasks(task.kind)], args=args))
+
+    async def post(
+        self, kind: str, session_id: str, item: BaseModel, data: bytes, *, keep_latest: int = 0, max_pending: int = 0
+    ) -> int | None:
+        """Put an item in a session's inbox and schedule a turn unless one is scheduled.
+
+        ``keep_latest``: keep only this many newest items (real-time frames: stale ones are skipped);
+        ``max_pending``: refuse (None) past this many waiting items (audio: never dropped, so refused).
+        Returns the item's number in the session.
+        """
+        assert kind in SESSION_KINDS
+        turn = TurnTask(task_id=uuid.uuid4().hex, session_id=session_id, enqueued_at=time.time(), kind=kind)  # type: ignore[arg-type]
+        keys = [
+            self.names.inbox(session_id, kind),
+            self.names.posted(session_id, kind),
+            self.names.turn_flag(session_id, kind),
+            self.names.tasks(kind),
+        ]
+        args = [item.model_dump_json(), data, keep_latest, max_pending, turn.model_dump_json(), self.settings.session_ttl_s]
+        number = await self._post(keys=keys, args=args)
+        return int(number) if number else None
 
     async def queue_depths(self, kinds: tuple[str, ...]) -> dict[str, dict[str, int]]:
         pipe = self.redis.pipeline(transaction=False)

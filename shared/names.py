@@ -28,6 +28,30 @@ class RedisNames:
         """Counter behind a session's ``seq``."""
         return f"{self.prefix}:session:{session_id}:seq"
 
+    def inbox(self, session_id: str, kind: str) -> str:
+        """Stream of a session's items (frames, audio chunks) waiting for its next turn."""
+        return f"{self.prefix}:session:{session_id}:inbox:{kind}"
+
+    def posted(self, session_id: str, kind: str) -> str:
+        """Counter numbering a session's items, so skipped frames can be counted."""
+        return f"{self.prefix}:session:{session_id}:posted:{kind}"
+
+    def turn_flag(self, session_id: str, kind: str) -> str:
+        """Set while a turn of this session is on the task stream: at most one at a time."""
+        return f"{self.prefix}:session:{session_id}:turn:{kind}"
+
+    def state(self, session_id: str, kind: str) -> str:
+        """Hash: the inbox cursor, the last item number taken, and the handler's state blob."""
+        return f"{self.prefix}:session:{session_id}:state:{kind}"
+
+    def gallery(self) -> str:
+        """Hash: enrolled name -> JSON list of face encodings."""
+        return f"{self.prefix}:gallery"
+
+    def gallery_version(self) -> str:
+        """Counter bumped on every gallery change; vision workers reload when it moves."""
+        return f"{self.prefix}:gallery:version"
+
     def text_feed(self) -> str:
         """Every text-emotion result, for server-sent events."""
         return f"{self.prefix}:feed:text"

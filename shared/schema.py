@@ -48,16 +48,25 @@ class TextTask(TaskBase):
     user_id: str | None = None
 
 
-Task = Annotated[TextTask, Field(discriminator="kind")]
+class TurnTask(TaskBase):
+    """A session has items waiting in its inbox for this kind. Only one turn per session and kind is on the
+    stream at a time, so one replica at a time works on a session, in order, with the session's state."""
+
+    kind: Literal["vision", "audio"]
+
+
+Task = Annotated[TextTask | TurnTask, Field(discriminator="kind")]
 TASK_ADAPTER: TypeAdapter[Task] = TypeAdapter(Task)
 
 
-def _literal_defaults(union: Any, field: str) -> tuple[str, ...]:
+def _literal_values(union: Any, field: str) -> tuple[str, ...]:
     members = get_args(get_args(union)[0]) or (get_args(union)[0],)
-    return tuple(member.model_fields[field].default for member in members)
+    return tuple(value for member in members for value in get_args(member.model_fields[field].annotation))
 
 
-TASK_KINDS: tuple[str, ...] = _literal_defaults(Task, "kind")
+TASK_KINDS: tuple[str, ...] = _literal_values(Task, "kind")
+SESSION_KINDS: tuple[str, ...] = get_args(TurnTask.model_fields["kind"].annotation)
+"""Kinds whose work goes through per-session inboxes and turns (see shared/bus.py)."""
 
 
 # ---------------------------------------------------------------- results (worker -> gateway -> client)
@@ -98,7 +107,7 @@ class ErrorResult(ResultBase):
 
 Result = Annotated[TextEmotionResult | ErrorResult, Field(discriminator="type")]
 RESULT_ADAPTER: TypeAdapter[Result] = TypeAdapter(Result)
-RESULT_TYPES: tuple[str, ...] = _literal_defaults(Result, "type")
+RESULT_TYPES: tuple[str, ...] = _literal_values(Result, "type")
 FEED_TYPES: frozenset[str] = frozenset({"text.emotion"})
 """Result types that are also appended to the text-emotion feed (server-sent events)."""
 

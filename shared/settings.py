@@ -36,6 +36,8 @@ class BusSettings(BaseModel):
     """Most entries a worker reads (and its model runs) at once."""
     max_queue_depth: int = Field(10_000, ge=1)
     """The gateway refuses new work (typed ``overloaded`` error) past this backlog per task stream."""
+    turn_max_items: int = Field(64, ge=1)
+    """Most inbox items (frames, audio chunks) one turn of a session takes; the rest go to the next turn."""
     session_stream_maxlen: int = Field(10_000, ge=10)
     """Results kept per session for replay after a reconnect."""
     session_ttl_s: int = Field(3_600, ge=10)

@@ -29,7 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from shared import logs
 from shared.bus import Job, WorkerBus, session_of
 from shared.names import RedisNames
-from shared.schema import ErrorResult, Result, Task, Timing
+from shared.schema import ErrorResult, Result, Task, Timing, TurnTask
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,8 @@ class Outcome:
 
     results: list[Result]
     followups: list[Task] = field(default_factory=list)
+    state: bytes | None = None
+    """For a turn: the session state to store for the next turn (None: leave it as it was)."""
 
 
 class Handler(Protocol):
@@ -48,8 +50,11 @@ class Handler(Protocol):
 
     kind: str
 
-    def handle(self, tasks: Sequence[Task], payloads: Sequence[bytes]) -> list[Outcome]:
-        """One Outcome per task, in order. Bad input is an ErrorResult, not an exception."""
+    def handle(self, jobs: Sequence[Job]) -> list[Outcome]:
+        """One Outcome per job, in order. Bad input is an ErrorResult, not an exception.
+
+        A job holds its task and payload; a turn also holds the session's new inbox items and state.
+        """
         ...
 
 
@@ -111,7 +116,10 @@ class Worker:
         for job in jobs:
             if job.task is None:
                 self._settle_invalid(job)
-            elif job.deliveries > self.settings.bus.max_deliveries:
+                continue
+            if isinstance(job.task, TurnTask):
+                self.bus.open_turn(job)  # a dead-lettered turn still moves the session past its items
+            if job.deliveries > self.settings.bus.max_deliveries:
                 self._dead_letter(job, f"delivered {job.deliveries} times without finishing (worker died or hung)")
             else:
                 runnable.append(job)
@@ -121,7 +129,7 @@ class Worker:
     def _run_batch(self, jobs: list[Job]) -> None:
         started = time.perf_counter()
         try:
-            outcomes = self.handler.handle([job.task for job in jobs if job.task], [job.data for job in jobs])
+            outcomes = self.handler.handle(jobs)
         except Exception as exc:
             if len(jobs) > 1:  # find the entry that fails; the others still get their results
                 for job in jobs:
@@ -139,7 +147,8 @@ class Worker:
             )
             for result in outcome.results:
                 result.timing = timing
-            if self.bus.settle(job, job.task.session_id, outcome.results, outcome.followups) == -1:
+            published = self.bus.settle(job, job.task.session_id, outcome.results, outcome.followups, state=outcome.state)
+            if published == -1:
                 log.info("entry %s was already settled by another replica; result discarded", job.entry_id)
             self.processed += 1
 

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 import pytest
 from redis import Redis
 
-from shared.bus import WorkerBus
+from shared.bus import Job, WorkerBus
 from shared.names import RedisNames
-from shared.schema import RESULT_ADAPTER, ErrorResult, Task, TextEmotionResult, TextTask
+from shared.schema import RESULT_ADAPTER, ErrorResult, TextEmotionResult, TextTask
 from shared.settings import Settings
 from shared.worker import Outcome, Worker
 from scripts.stack import wait_until
@@ -27,10 +27,10 @@ class EchoHandler:
     def __init__(self) -> None:
         self.calls = 0
 
-    def handle(self, tasks: Sequence[Task], payloads: Sequence[bytes]) -> list[Outcome]:
+    def handle(self, jobs: Sequence[Job]) -> list[Outcome]:
         self.calls += 1
         outcomes = []
-        for task in tasks:
+        for task in (job.task for job in jobs):
             assert isinstance(task, TextTask)
             if "poison" in task.text:
                 raise RuntimeError("the model cannot take this text")

@@ -4,7 +4,8 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from shared.labels import top_label
-from shared.schema import Task, TextEmotionResult, TextTask
+from shared.bus import Job
+from shared.schema import TextEmotionResult, TextTask
 from shared.settings import Settings
 from shared.worker import Outcome
 
@@ -21,7 +22,8 @@ class TextEmotionHandler:
     def __init__(self, model: TextScorer):
         self.model = model
 
-    def handle(self, tasks: Sequence[Task], payloads: Sequence[bytes]) -> list[Outcome]:
+    def handle(self, jobs: Sequence[Job]) -> list[Outcome]:
+        tasks = [job.task for job in jobs]
         texts = [task.text for task in tasks if isinstance(task, TextTask)]
         if len(texts) != len(tasks):
             raise TypeError("the text worker got a task of another kind")
