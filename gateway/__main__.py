@@ -18,7 +18,7 @@ def main() -> None:
         http="httptools",
         ws="websockets-sansio",
         ws_per_message_deflate=False,  # compression costs ~21x latency on media (SPEC, Performance)
-        ws_max_size=settings.limits.max_message_bytes * 4,
+        ws_max_size=settings.limits.largest_ws_message,
         log_level=settings.log_level.lower(),
         log_config=None,
         timeout_graceful_shutdown=5,

@@ -7,7 +7,7 @@ module-level TypeAdapter, and the sets of kinds are derived from the unions, nev
 
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAdapter
 
 from shared.labels import LABELS
 
@@ -25,10 +25,49 @@ ErrorCode = Literal[
     "rate_limited",  # more messages per second than the connection may send
     "overloaded",  # the task stream's backlog is full: try again later
     "session_mismatch",  # a message names another session than its socket's
+    "invalid_image",  # not a JPEG/PNG/WebP image, truncated, or over the pixel limit
+    "invalid_audio",  # not audio of the declared format, or truncated
+    "no_face",  # enrollment: an image with no face
+    "several_faces",  # enrollment: an image with more than one face
+    "invalid_name",  # gallery: a name outside the allowed characters
+    "not_found",
     "model_error",  # the model failed on this input repeatedly; the entry is in the dead-letter stream
     "timeout",  # no result in time (HTTP only)
     "internal",  # an unexpected failure; the message carries an error id for the logs
 ]
+
+
+class Box(BaseModel):
+    x: int = Field(ge=0)
+    y: int = Field(ge=0)
+    w: int = Field(gt=0)
+    h: int = Field(gt=0)
+
+
+AudioFormat = Literal["pcm_s16le", "wav", "flac", "ogg", "webm"]
+
+
+# ---------------------------------------------------------------- inbox items (gateway -> session inbox)
+class ItemBase(BaseModel):
+    client_id: str | None = None
+    accepted_at: float
+
+
+class FrameItem(ItemBase):
+    """An image for the vision worker (payload: the image bytes)."""
+
+    op: Literal["analyze", "encode"] = "analyze"
+    """``analyze``: a live frame (latest wins); ``encode``: a gallery enrollment image (every one counts)."""
+    detect: bool = True
+    boxes: list[Box] | None = None
+
+
+class AudioItem(ItemBase):
+    """A chunk of a session's audio (payload: the bytes as sent), or the end-of-utterance marker."""
+
+    format: AudioFormat = "pcm_s16le"
+    sample_rate: int | None = None
+    end: bool = False
 
 
 # ---------------------------------------------------------------- tasks (gateway -> worker)
@@ -97,6 +136,62 @@ class TextEmotionResult(ResultBase):
     scores: Scores
     text: str
     user_id: str | None = None
+    utterance_id: str | None = None
+    """Set when the text is an utterance's final transcript (``audio.transcript`` with the same id)."""
+
+
+class FaceResult(BaseModel):
+    box: Box
+    name: str | None
+    """The enrolled name of the nearest gallery face within the match threshold, else null."""
+    distance: float | None
+    """Distance to the nearest gallery face (null when the gallery is empty)."""
+    emotion: str
+    confidence: float
+    scores: Scores
+    track_id: int
+    """The same for the same face across a session's frames."""
+
+
+class FacesResult(ResultBase):
+    type: Literal["vision.faces"] = "vision.faces"
+    recognized: bool
+    message: str
+    faces: list[FaceResult]
+    frame: int
+    """Number of the frame in the session (1, 2, ...)."""
+    dropped: int = 0
+    """Frames of this session skipped since the previous result (latest frame wins)."""
+
+
+class FaceEncodingResult(ResultBase):
+    """An enrollment image's face encodings (internal: gateway <- vision worker, for POST /faces)."""
+
+    type: Literal["vision.encoding"] = "vision.encoding"
+    boxes: list[Box]
+    encodings: list[list[float]]
+
+
+class Word(BaseModel):
+    word: str
+    start: float
+    end: float
+    probability: float | None = None
+
+
+class TranscriptResult(ResultBase):
+    type: Literal["audio.transcript"] = "audio.transcript"
+    utterance_id: str
+    text: str
+    is_final: bool
+    start: float
+    """Seconds in the session's audio clock (0 = the session's first sample)."""
+    end: float
+    words: list[Word] = []
+    emotion: str | None = None
+    """Voice expression of the utterance (finals)."""
+    confidence: float | None = None
+    scores: Scores | None = None
 
 
 class ErrorResult(ResultBase):
@@ -105,7 +200,9 @@ class ErrorResult(ResultBase):
     message: str
 
 
-Result = Annotated[TextEmotionResult | ErrorResult, Field(discriminator="type")]
+Result = Annotated[
+    TextEmotionResult | FacesResult | FaceEncodingResult | TranscriptResult | ErrorResult, Field(discriminator="type")
+]
 RESULT_ADAPTER: TypeAdapter[Result] = TypeAdapter(Result)
 RESULT_TYPES: tuple[str, ...] = _literal_values(Result, "type")
 FEED_TYPES: frozenset[str] = frozenset({"text.emotion"})
@@ -134,6 +231,32 @@ class TextRequest(ClientMessage):
 
     text: StrictStr
     user_id: Annotated[StrictStr, Field(max_length=128)] | None = None
+
+
+class FrameRequest(ClientMessage):
+    """``WS /ws/face-recognition`` JSON message (a binary frame is the raw image instead)."""
+
+    image: StrictStr
+    """Base64 JPEG, PNG or WebP; a ``data:image/...;base64,`` prefix is allowed."""
+    detect: StrictBool = True
+    """False: the image is already a face crop (as browser face detectors send)."""
+    boxes: list[Box] | None = None
+    """Face boxes found by the client; skips detection."""
+
+
+class AudioRequest(ClientMessage):
+    """``WS /ws/audio-stream`` JSON chunk (binary frames are PCM16 at 16 kHz instead)."""
+
+    audio: StrictStr
+    """Base64 audio bytes."""
+    format: AudioFormat = "pcm_s16le"
+    sample_rate: Annotated[StrictInt, Field(ge=8_000, le=192_000)] = 16_000
+    """Sample rate of pcm_s16le chunks (other formats carry their own)."""
+
+
+class AudioControl(ClientMessage):
+    type: Literal["end"]
+    """``end``: the utterance is over; flush a final transcript now."""
 
 
 def check_labels(scores: Scores) -> None:

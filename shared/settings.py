@@ -68,6 +68,26 @@ class LimitSettings(BaseModel):
     """Messages a connection may send at once above the sustained rate."""
     request_timeout_s: float = Field(30.0, gt=0)
     """How long an HTTP request waits for its result before a 504."""
+    max_frame_bytes: int = Field(8 * 1024 * 1024, ge=1_024)
+    """Largest image (decoded bytes) on /ws/face-recognition and /faces; its base64 message may be 4/3 of it."""
+    max_image_pixels: int = Field(25_000_000, ge=10_000)
+    """Largest image in pixels (width x height) a vision worker decodes."""
+    max_audio_chunk_bytes: int = Field(2 * 1024 * 1024, ge=1_024)
+    """Largest audio chunk (decoded bytes) on /ws/audio-stream."""
+    max_audio_chunk_s: float = Field(30.0, gt=0)
+    """Longest audio chunk in seconds."""
+    max_pending_audio_chunks: int = Field(2_000, ge=1)
+    """Audio chunks a session may have waiting for the audio workers; more get ``overloaded`` (never dropped)."""
+    max_video_bytes: int = Field(200 * 1024 * 1024, ge=1_024)
+    """Largest uploaded video."""
+    max_video_s: float = Field(600.0, gt=0)
+    """Longest uploaded video in seconds."""
+
+    @property
+    def largest_ws_message(self) -> int:
+        """The socket-level size cap: the largest base64 message any endpoint accepts, plus JSON room."""
+        biggest = max(self.max_message_bytes, self.max_frame_bytes, self.max_audio_chunk_bytes)
+        return biggest * 4 // 3 + 64 * 1024
 
 
 class GatewaySettings(BaseModel):
@@ -75,6 +95,34 @@ class GatewaySettings(BaseModel):
     """Interface the gateway listens on."""
     port: int = Field(8000, ge=1, le=65_535)
     """Port the gateway listens on."""
+
+
+class VisionSettings(BaseModel):
+    detector: str = "hog"
+    """Face detector: ``hog`` (CPU, default) or ``cnn`` (dlib's CNN; slow without a GPU)."""
+    upsample: int = Field(1, ge=0, le=3)
+    """Detector upsampling: 1 finds faces down to ~40 px; 0 is ~4x faster for close-ups."""
+    max_side: int = Field(1024, ge=64)
+    """Images are scaled down to this longest side for detection (boxes are mapped back)."""
+    match_threshold: float = Field(0.6, gt=0, lt=2)
+    """Largest face-encoding distance that still counts as the enrolled person (tuned: docs/models-vision.md)."""
+    keep_latest: int = Field(1, ge=1)
+    """Frames a session may have waiting; older ones are skipped (latest wins) and counted as ``dropped``."""
+
+
+class AudioSettings(BaseModel):
+    model: str = "base"
+    """Speech-to-text: ``base`` (packaged, default), ``tiny.en`` (packaged), a CTranslate2 folder, or a hub name."""
+    compute_type: str = "int8"
+    """CTranslate2 compute type."""
+    beam_size: int = Field(1, ge=1)
+    """Beam size for decoding."""
+    partial_interval_s: float = Field(1.0, gt=0)
+    """Seconds of new audio between partial transcripts while someone speaks."""
+    end_silence_ms: int = Field(600, ge=100)
+    """Trailing silence that ends an utterance (then a final transcript is sent)."""
+    max_utterance_s: float = Field(25.0, gt=1)
+    """An utterance longer than this is finalised anyway (Whisper's window is 30 s)."""
 
 
 class TextModelSettings(BaseModel):
@@ -91,6 +139,8 @@ class Settings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     gateway: GatewaySettings = GatewaySettings()
     text: TextModelSettings = TextModelSettings()
+    vision: VisionSettings = VisionSettings()
+    audio: AudioSettings = AudioSettings()
     cache_dir: Path = DEFAULT_CACHE
     """Where models unpacked from packages are cached (created on first start)."""
     log_level: str = "INFO"
