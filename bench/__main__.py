@@ -83,12 +83,15 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{row['p99_ms']} | {row['errors']} | {row['lost']} |"
             )
         bare = result["bare"]
-        lines += ["", f"bare model in-process: p50 {bare['p50_ms']} ms, p95 {bare['p95_ms']} ms, p99 {bare['p99_ms']} ms"]
+        lines += [
+            "",
+            f"bare model in-process: p50 {bare['p50_ms']} ms, p95 {bare['p95_ms']} ms, p99 {bare['p99_ms']} ms",
+        ]
         lines.append(f"p50 overhead at 1 connection: {result['p50_overhead_ms_at_1']} ms")
     else:
         lines += ["| | 1 | 2 | gain |", "|---|---|---|---|"]
-        p = result["pipeline"]
-        lines.append(f"| pipeline msg/s | {p['1']['throughput_per_s']} | {p['2']['throughput_per_s']} | {result['pipeline_gain']} |")
+        one, two = result["pipeline"]["1"]["throughput_per_s"], result["pipeline"]["2"]["throughput_per_s"]
+        lines.append(f"| pipeline msg/s | {one} | {two} | {result['pipeline_gain']} |")
         b = result["bare_throughput_per_s"]
         lines.append(f"| bare msg/s | {b['1']} | {b['2']} | {result['bare_gain']} |")
         lines += ["", f"gain ratio (pipeline gain - 1) / (bare gain - 1): {result['gain_ratio']}"]

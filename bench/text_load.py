@@ -73,8 +73,8 @@ async def drive(url: str, texts: list[str], connections: int, duration: float, r
 
 def bare_latency(texts: list[str], count: int, threads: int) -> dict[str, Any]:
     """The model in-process, one sentence at a time, as the worker runs it at one connection."""
-    from workers.text.emotion_model import TextEmotionModel
     from shared.settings import get_settings
+    from workers.text.emotion_model import TextEmotionModel
 
     model = TextEmotionModel.load(cache_dir=get_settings().cache_dir / "minilm", threads=threads)
     for text in texts[:20]:
@@ -88,8 +88,8 @@ def bare_latency(texts: list[str], count: int, threads: int) -> dict[str, Any]:
 
 
 def _bare_worker(texts: list[str], batch: int, duration: float, barrier: Any, queue: Any) -> None:
-    from workers.text.emotion_model import TextEmotionModel
     from shared.settings import get_settings
+    from workers.text.emotion_model import TextEmotionModel
 
     model = TextEmotionModel.load(cache_dir=get_settings().cache_dir / "minilm", threads=1)
     model.predict(texts[:batch])
@@ -107,10 +107,12 @@ def bare_throughput(texts: list[str], processes: int, batch: int, duration: floa
     """Sentences per second of ``processes`` bare model processes running batches of ``batch``."""
     ctx = multiprocessing.get_context("spawn")
     barrier, queue = ctx.Barrier(processes), ctx.Queue()
-    workers = [ctx.Process(target=_bare_worker, args=(texts, batch, duration, barrier, queue)) for _ in range(processes)]
+    workers = [
+        ctx.Process(target=_bare_worker, args=(texts, batch, duration, barrier, queue)) for _ in range(processes)
+    ]
     for worker in workers:
         worker.start()
-    total = sum(queue.get(timeout=duration + 120) for _ in workers)
+    total = sum(int(queue.get(timeout=duration + 120)) for _ in workers)
     for worker in workers:
         worker.join()
     return round(total / duration, 2)

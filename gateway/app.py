@@ -12,7 +12,7 @@ from gateway import errors
 from gateway.context import GatewayContext
 from gateway.metrics import Metrics
 from gateway.relay import Relay
-from gateway.routes import ops, text
+from gateway.routes import ops, text, vision
 from shared.bus import GatewayBus
 from shared.names import RedisNames
 from shared.settings import Settings, get_settings
@@ -49,7 +49,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    app.add_middleware(errors.BodyLimit, max_bytes=settings.limits.max_message_bytes, json_paths=JSON_PATHS)
+    upload_limits = {"/faces": settings.limits.max_frame_bytes * vision.MAX_ENROLL_IMAGES + 64 * 1024}
+    app.add_middleware(
+        errors.BodyLimit, max_bytes=settings.limits.max_message_bytes, json_paths=JSON_PATHS, path_limits=upload_limits
+    )
     app.include_router(text.router)
+    app.include_router(vision.router)
     app.include_router(ops.router)
     return app

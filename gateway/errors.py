@@ -1,6 +1,7 @@
 """HTTP errors: every client mistake is a JSON error body with a 4xx status, never a 500."""
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -29,7 +30,9 @@ async def on_validation_error(_request: Request, exc: Exception) -> JSONResponse
 async def on_http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed", 413: "message_too_big", 415: "unsupported_data"}
-    return JSONResponse(error_body(code.get(exc.status_code, "http_error"), str(exc.detail)), status_code=exc.status_code)
+    return JSONResponse(
+        error_body(code.get(exc.status_code, "http_error"), str(exc.detail)), status_code=exc.status_code
+    )
 
 
 async def on_unexpected(_request: Request, exc: Exception) -> JSONResponse:
@@ -47,15 +50,18 @@ def install(app: FastAPI) -> None:
 class BodyLimit:
     """ASGI middleware: 413 for bodies over the limit, 415 for JSON routes sent something else than JSON."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, json_paths: frozenset[str]):
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, json_paths: frozenset[str], path_limits: Mapping[str, int] | None = None
+    ):
         self.app, self.max_bytes, self.json_paths = app, max_bytes, json_paths
+        self.path_limits = dict(path_limits or {})  # paths allowed larger bodies (image uploads)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        limit = scope.get("state", {}).get("max_body_bytes", self.max_bytes)
+        limit = scope.get("state", {}).get("max_body_bytes", self.path_limits.get(scope["path"], self.max_bytes))
         if scope["path"] in self.json_paths and not headers.get("content-type", "").startswith("application/json"):
             await JSONResponse(error_body("unsupported_data", "send application/json"), 415)(scope, receive, send)
             return

@@ -17,8 +17,16 @@ class Metrics:
         )
         self.results = Counter("expr_results_total", "Results sent to clients", ["type"], registry=self.registry)
         self.errors = Counter("expr_errors_total", "Typed errors sent to clients", ["code"], registry=self.registry)
-        self.accepted = Counter("expr_accepted_total", "Messages accepted onto a task stream", ["kind"], registry=self.registry)
-        self.connections = Gauge("expr_connections", "Open WebSocket and event-stream connections", ["endpoint"], registry=self.registry)
-        self.backlog = Gauge("expr_queue_backlog", "Entries waiting or in progress per task stream", ["kind"], registry=self.registry)
-        self.dead_letters = Gauge("expr_dead_letters", "Entries in each dead-letter stream", ["kind"], registry=self.registry)
+        self.accepted = Counter(
+            "expr_accepted_total", "Messages accepted onto a task stream", ["kind"], registry=self.registry
+        )
+        self.connections = Gauge(
+            "expr_connections", "Open WebSocket and event-stream connections", ["endpoint"], registry=self.registry
+        )
+        self.backlog = Gauge(
+            "expr_queue_backlog", "Entries waiting or in progress per task stream", ["kind"], registry=self.registry
+        )
+        self.dead_letters = Gauge(
+            "expr_dead_letters", "Entries in each dead-letter stream", ["kind"], registry=self.registry
+        )
         self.workers = Gauge("expr_workers_alive", "Workers with a recent heartbeat", ["kind"], registry=self.registry)

@@ -8,6 +8,7 @@ follower never waits for the current read to time out. Runs on the event loop; n
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import cast
 
 from redis import asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -71,8 +72,8 @@ class Relay:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            for raw_key, entries in reply or []:
-                self._dispatch(raw_key.decode() if isinstance(raw_key, bytes) else raw_key, entries)
+            for raw_key, entries in cast(list[tuple[bytes, list[Entry]]], reply or []):
+                self._dispatch(raw_key.decode(), entries)
 
     def _dispatch(self, key: str, entries: list[Entry]) -> None:
         if key == self.wake_key:

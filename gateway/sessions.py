@@ -10,7 +10,8 @@ import asyncio
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -86,7 +87,7 @@ async def serve_socket(
 
 
 async def _handle(
-    message: dict[str, object],
+    message: MutableMapping[str, Any],
     sid: str,
     bucket: TokenBucket,
     max_bytes: int,

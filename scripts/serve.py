@@ -31,7 +31,7 @@ def redis_answers(url: str) -> bool:
 def start_redis(url: str) -> subprocess.Popen[bytes]:
     server = shutil.which("redis-server")
     if server is None:
-        sys.exit("no Redis answers at %s and redis-server is not installed (apt-get install redis-server)" % url)
+        sys.exit(f"no Redis answers at {url} and redis-server is not installed (apt-get install redis-server)")
     port = urlparse(url).port or 6379
     data = ROOT / "var" / "redis"
     data.mkdir(parents=True, exist_ok=True)

@@ -23,17 +23,15 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from redis import Redis
 from redis import asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from shared.names import RedisNames
-from pydantic import BaseModel
-
-from shared.schema import FEED_TYPES, SESSION_KINDS, TASK_ADAPTER, ErrorResult, Result, Task, TurnTask
+from shared.schema import FEED_TYPES, SESSION_KINDS, TASK_ADAPTER, ErrorCode, ErrorResult, Result, Task, TurnTask
 from shared.settings import BusSettings
 
 # KEYS: task stream. ARGV: max backlog, task json, payload bytes ('' for none). Returns the entry id or false.
@@ -110,6 +108,10 @@ if ARGV[i] then
 end
 return seq
 """
+
+
+Entries = list[tuple[bytes, dict[bytes, bytes]]]
+"""Stream entries as redis-py returns them without decoding (its stubs type replies as broad unions)."""
 
 
 class NoGroupError(RuntimeError):
@@ -193,7 +195,8 @@ class WorkerBus:
             if "NOGROUP" in str(exc):
                 raise NoGroupError(f"stream {self.stream} or group {self.group} is gone") from exc
             raise
-        return [parse_job(eid, fields, 1) for _, entries in reply or [] for eid, fields in entries]
+        streams = cast(list[tuple[bytes, Entries]], reply or [])
+        return [parse_job(eid, fields, 1) for _, entries in streams for eid, fields in entries]
 
     def reclaim(self) -> list[Job]:
         """Take over entries idle longer than ``reclaim_idle_ms`` (their worker died or hangs)."""
@@ -252,20 +255,25 @@ class WorkerBus:
         ]
         if isinstance(job.task, TurnTask):
             sid = job.task.session_id
-            keys += [self.names.state(sid, self.kind), self.names.inbox(sid, self.kind), self.names.turn_flag(sid, self.kind)]
+            keys += [
+                self.names.state(sid, self.kind),
+                self.names.inbox(sid, self.kind),
+                self.names.turn_flag(sid, self.kind),
+            ]
         return int(self._settle(keys=keys, args=args))
 
     def open_turn(self, job: Job) -> None:
         """Load a turn's inbox items (after the session's cursor) and the session state into ``job``."""
         assert isinstance(job.task, TurnTask)
         sid = job.task.session_id
-        state = self.redis.hgetall(self.names.state(sid, self.kind))
+        state = cast(dict[bytes, bytes], self.redis.hgetall(self.names.state(sid, self.kind)))
         cursor = state.get(b"cursor", b"0-0").decode()
         job.state, job.last_n, job.cursor = state.get(b"blob", b""), int(state.get(b"n", 0)), cursor
-        entries = self.redis.xrange(self.names.inbox(sid, self.kind), min=f"({cursor}", count=self.settings.turn_max_items)
+        inbox = self.names.inbox(sid, self.kind)
+        entries = cast(Entries, self.redis.xrange(inbox, min=f"({cursor}", count=self.settings.turn_max_items))
         job.items = [Item(eid.decode(), int(f[b"n"]), f[b"item"], f.get(b"data", b"")) for eid, f in entries]
 
-    def dead_letter(self, job: Job, error: str, client_code: str = "model_error") -> int:
+    def dead_letter(self, job: Job, error: str, client_code: ErrorCode = "model_error") -> int:
         """Move ``job`` to the dead-letter stream with ``error`` and send its client a typed error."""
         session_id = job.task.session_id if job.task else session_of(job.raw)
         record = {
@@ -281,7 +289,7 @@ class WorkerBus:
         if session_id:
             message = f"processing failed {job.deliveries} time(s); the message was set aside: {error}"
             client_id = job.task.client_id if job.task else None
-            results.append(ErrorResult(session_id=session_id, id=client_id, code=client_code, message=message))  # type: ignore[arg-type]
+            results.append(ErrorResult(session_id=session_id, id=client_id, code=client_code, message=message))
         return self.settle(job, session_id, results, dead_letter=record)
 
     def heartbeat(self) -> None:
@@ -306,7 +314,7 @@ class GatewayBus:
 
     async def enqueue(self, task: Task, data: bytes = b"") -> bool:
         """Append ``task`` to its stream; False when the backlog is full (the caller answers ``overloaded``)."""
-        args = [self.settings.max_queue_depth, task.model_dump_json(), data]
+        args: list[str | bytes | int] = [self.settings.max_queue_depth, task.model_dump_json(), data]
         return bool(await self._enqueue(keys=[self.names.tasks(task.kind)], args=args))
 
     async def post(
@@ -319,14 +327,21 @@ class GatewayBus:
         Returns the item's number in the session.
         """
         assert kind in SESSION_KINDS
-        turn = TurnTask(task_id=uuid.uuid4().hex, session_id=session_id, enqueued_at=time.time(), kind=kind)  # type: ignore[arg-type]
+        turn = TurnTask(task_id=uuid.uuid4().hex, session_id=session_id, enqueued_at=time.time(), kind=kind)
         keys = [
             self.names.inbox(session_id, kind),
             self.names.posted(session_id, kind),
             self.names.turn_flag(session_id, kind),
             self.names.tasks(kind),
         ]
-        args = [item.model_dump_json(), data, keep_latest, max_pending, turn.model_dump_json(), self.settings.session_ttl_s]
+        args: list[str | bytes | int] = [
+            item.model_dump_json(),
+            data,
+            keep_latest,
+            max_pending,
+            turn.model_dump_json(),
+            self.settings.session_ttl_s,
+        ]
         number = await self._post(keys=keys, args=args)
         return int(number) if number else None
 

@@ -107,7 +107,11 @@ class Worker:
             jobs = self.bus.reclaim()
             self._next_reclaim = now + max(self.settings.bus.reclaim_idle_ms / 2000, 0.05)
         if not jobs:
-            block = None if burst else min(self.settings.bus.block_ms, int(self.settings.worker.heartbeat_interval_s * 1000))
+            block = (
+                None
+                if burst
+                else min(self.settings.bus.block_ms, int(self.settings.worker.heartbeat_interval_s * 1000))
+            )
             jobs = self.bus.read_new(block)
         return jobs
 
@@ -147,14 +151,18 @@ class Worker:
             )
             for result in outcome.results:
                 result.timing = timing
-            published = self.bus.settle(job, job.task.session_id, outcome.results, outcome.followups, state=outcome.state)
+            published = self.bus.settle(
+                job, job.task.session_id, outcome.results, outcome.followups, state=outcome.state
+            )
             if published == -1:
                 log.info("entry %s was already settled by another replica; result discarded", job.entry_id)
             self.processed += 1
 
     def _failed(self, job: Job, exc: Exception) -> None:
         eid = logs.error_id()
-        log.exception("error %s: %s entry %s failed (delivery %d)", eid, self.handler.kind, job.entry_id, job.deliveries)
+        log.exception(
+            "error %s: %s entry %s failed (delivery %d)", eid, self.handler.kind, job.entry_id, job.deliveries
+        )
         if job.deliveries >= self.settings.bus.max_deliveries:
             self._dead_letter(job, f"{type(exc).__name__}: {exc} (error id {eid})")
         # otherwise it stays pending and is retried after reclaim_idle_ms

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from scripts.stack import Stack, free_port, wait_until
 from shared.names import RedisNames
 from shared.settings import BusSettings, RedisSettings, Settings, WorkerSettings
-from scripts.stack import Stack, free_port, wait_until
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
@@ -34,7 +34,9 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.exit("no Redis on 127.0.0.1:6379 and no redis-server to start", 2)
     port = free_port()
     data = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen([server, "--port", str(port), "--save", "", "--dir", str(data)], stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [server, "--port", str(port), "--save", "", "--dir", str(data)], stdout=subprocess.DEVNULL
+    )
     url = f"redis://127.0.0.1:{port}/0"
     wait_until(lambda: _answers(url), 10, "the private redis-server")
     yield url
@@ -61,7 +63,7 @@ def redis(redis_url: str) -> Redis:
 @pytest.fixture
 def settings(redis_url: str, prefix: str) -> Settings:
     return Settings(
-        redis=RedisSettings(url=redis_url, prefix=prefix),  # type: ignore[arg-type]
+        redis=RedisSettings(url=redis_url, prefix=prefix),
         bus=BusSettings(reclaim_idle_ms=300, max_deliveries=3, block_ms=50),
         worker=WorkerSettings(heartbeat_interval_s=0.2, heartbeat_ttl_s=2),
     )

@@ -9,12 +9,12 @@ from collections.abc import Sequence
 import pytest
 from redis import Redis
 
+from scripts.stack import wait_until
 from shared.bus import Job, WorkerBus
 from shared.names import RedisNames
 from shared.schema import RESULT_ADAPTER, ErrorResult, TextEmotionResult, TextTask
 from shared.settings import Settings
 from shared.worker import Outcome, Worker
-from scripts.stack import wait_until
 
 UNIFORM = {label: 1 / 7 for label in ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")}
 
@@ -35,14 +35,21 @@ class EchoHandler:
             if "poison" in task.text:
                 raise RuntimeError("the model cannot take this text")
             result = TextEmotionResult(
-                session_id=task.session_id, id=task.client_id, emotion="neutral", confidence=1 / 7, scores=UNIFORM, text=task.text
+                session_id=task.session_id,
+                id=task.client_id,
+                emotion="neutral",
+                confidence=1 / 7,
+                scores=UNIFORM,
+                text=task.text,
             )
             outcomes.append(Outcome([result]))
         return outcomes
 
 
 def enqueue(redis: Redis, names: RedisNames, session: str, text: str, client_id: str) -> None:
-    task = TextTask(task_id=uuid.uuid4().hex, session_id=session, client_id=client_id, enqueued_at=time.time(), text=text)
+    task = TextTask(
+        task_id=uuid.uuid4().hex, session_id=session, client_id=client_id, enqueued_at=time.time(), text=text
+    )
     redis.xadd(names.tasks("text"), {"task": task.model_dump_json()})
 
 
@@ -87,7 +94,13 @@ def test_stalled_entry_is_reclaimed_with_its_delivery_count(redis: Redis, settin
     assert len(dead.read_new(None)) == 1  # read, never acknowledged
     live = WorkerBus(redis, names, settings.bus, "text", "live")
     assert live.reclaim() == []  # not idle long enough yet
-    wait_until(lambda: bool(redis.xpending_range(names.tasks("text"), "text-workers", "-", "+", 1, idle=settings.bus.reclaim_idle_ms)), 5, "idle")
+    wait_until(
+        lambda: bool(
+            redis.xpending_range(names.tasks("text"), "text-workers", "-", "+", 1, idle=settings.bus.reclaim_idle_ms)
+        ),
+        5,
+        "idle",
+    )
     [job] = live.reclaim()
     assert job.deliveries == 2 and job.task is not None and job.task.text == "stalled"
 
@@ -120,7 +133,7 @@ def test_entry_that_is_not_a_task_gets_a_typed_error_without_retry(redis: Redis,
     redis.xadd(names.tasks("text"), {"task": json.dumps({"kind": "text", "session_id": "sessionE1", "text": 5})})
     handler = EchoHandler()
     Worker(handler, redis, settings).run(burst=True)
-    [(seq, body)] = results(redis, names, "sessionE1")
+    [(_, body)] = results(redis, names, "sessionE1")
     assert body["code"] == "invalid_message" and handler.calls == 0
 
 
@@ -134,7 +147,9 @@ def test_gateway_refuses_work_past_the_backlog_limit(redis_url: str, settings: S
 
     async def fill() -> list[bool]:
         client = aioredis.Redis.from_url(redis_url)
-        bus = GatewayBus(client, RedisNames(settings.redis.prefix), settings.bus.model_copy(update={"max_queue_depth": depth}))
+        bus = GatewayBus(
+            client, RedisNames(settings.redis.prefix), settings.bus.model_copy(update={"max_queue_depth": depth})
+        )
         task = TextTask(task_id="t", session_id="sessionF1", enqueued_at=time.time(), text="x")
         accepted = [await bus.enqueue(task) for _ in range(depth + 2)]
         await client.aclose()

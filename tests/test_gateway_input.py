@@ -14,9 +14,9 @@ from redis import Redis
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
+from scripts.stack import Stack
 from shared.names import RedisNames
 from tests.clients import open_socket
-from scripts.stack import Stack
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def still_open(ws: ClientConnection) -> None:
     ("message", "code"),
     [
         ("this is not json", "invalid_json"),
-        ("{\"text\": ", "invalid_json"),
+        ('{"text": ', "invalid_json"),
         (json.dumps({"text": 42}), "invalid_message"),
         (json.dumps({"text": ["a"]}), "invalid_message"),
         (json.dumps(["text"]), "invalid_message"),
@@ -129,12 +129,16 @@ def test_bad_session_id_closes_1008(gateway: Stack) -> None:
         ({"json": {}}, 422, "invalid_message"),
         ({"json": {"text": ""}}, 422, "empty_text"),
         ({"json": {"text": "z" * 501}}, 422, "text_too_long"),
-        ({"content": b"text=hi", "headers": {"content-type": "application/x-www-form-urlencoded"}}, 415, "unsupported_data"),
+        (
+            {"content": b"text=hi", "headers": {"content-type": "application/x-www-form-urlencoded"}},
+            415,
+            "unsupported_data",
+        ),
         ({"json": {"text": "q" * 5000}}, 413, "message_too_big"),
     ],
 )
 def test_http_bad_input_is_4xx_json(gateway: Stack, kwargs: dict[str, object], status: int, code: str) -> None:
-    response = httpx.post(gateway.http + "/stream-emotion", timeout=10, **kwargs)  # type: ignore[arg-type]
+    response = httpx.post(gateway.http + "/stream-emotion", timeout=10, **kwargs)
     assert response.status_code == status, response.text
     body = response.json()
     assert body["type"] == "error" and body["code"] == code
@@ -145,6 +149,8 @@ def test_unknown_route_and_health_and_docs(gateway: Stack) -> None:
     health = httpx.get(gateway.http + "/health").json()
     assert health["redis"] is True and health["status"] == "degraded"  # no text worker runs here
     assert httpx.get(gateway.http + "/docs").status_code == 200
-    assert "/ws/emotion" not in httpx.get(gateway.http + "/openapi.json").json()["paths"]  # sockets are documented in README
+    assert (
+        "/ws/emotion" not in httpx.get(gateway.http + "/openapi.json").json()["paths"]
+    )  # sockets are documented in README
     metrics = httpx.get(gateway.http + "/metrics").text
     assert "expr_errors_total" in metrics and "expr_queue_backlog" in metrics

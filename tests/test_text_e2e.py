@@ -10,10 +10,10 @@ import httpx
 import pytest
 from redis import Redis
 
+from scripts.stack import Stack, wait_until
 from shared.labels import LABELS
 from shared.names import RedisNames
 from tests.clients import dev_sentences, open_socket, receive
-from scripts.stack import Stack, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,9 @@ def test_post_and_event_feed(stack: Stack) -> None:
     ready = threading.Event()
 
     def listen() -> None:
-        with httpx.stream("GET", stack.http + "/stream-emotion-feed", params={"user_id": "alice"}, timeout=30) as response:
+        with httpx.stream(
+            "GET", stack.http + "/stream-emotion-feed", params={"user_id": "alice"}, timeout=30
+        ) as response:
             for line in response.iter_lines():
                 ready.set()
                 if line.startswith("data: "):
@@ -63,7 +65,11 @@ def test_post_and_event_feed(stack: Stack) -> None:
     listener.start()
     assert ready.wait(10)
     other = httpx.post(stack.http + "/stream-emotion", json={"text": "meh, whatever", "user_id": "bob"}, timeout=30)
-    mine = httpx.post(stack.http + "/stream-emotion", json={"text": "I am so happy for you!", "user_id": "alice", "id": "q1"}, timeout=30)
+    mine = httpx.post(
+        stack.http + "/stream-emotion",
+        json={"text": "I am so happy for you!", "user_id": "alice", "id": "q1"},
+        timeout=30,
+    )
     assert other.status_code == mine.status_code == 200
     body = mine.json()
     check_result(body)

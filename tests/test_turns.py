@@ -9,12 +9,12 @@ from pydantic import BaseModel
 from redis import Redis
 from redis import asyncio as aioredis
 
+from scripts.stack import wait_until
 from shared.bus import GatewayBus, Job, WorkerBus
 from shared.names import RedisNames
 from shared.schema import ErrorResult
 from shared.settings import Settings
 from shared.worker import Outcome, Worker
-from scripts.stack import wait_until
 
 
 class Chunk(BaseModel):
@@ -33,11 +33,15 @@ class ConcatHandler:
             state = job.state + b"".join(Chunk.model_validate_json(item.meta).text.encode() for item in job.items)
             seen = ",".join(str(item.n) for item in job.items)
             message = json.dumps({"state": state.decode(), "items": seen, "last_n": job.last_n})
-            outcomes.append(Outcome([ErrorResult(session_id=job.task.session_id, code="internal", message=message)], state=state))
+            outcomes.append(
+                Outcome([ErrorResult(session_id=job.task.session_id, code="internal", message=message)], state=state)
+            )
         return outcomes
 
 
-def post_all(redis_url: str, settings: Settings, session: str, texts: list[str], keep_latest: int = 0) -> list[int | None]:
+def post_all(
+    redis_url: str, settings: Settings, session: str, texts: list[str], keep_latest: int = 0
+) -> list[int | None]:
     async def run() -> list[int | None]:
         client = aioredis.Redis.from_url(redis_url)
         bus = GatewayBus(client, RedisNames(settings.redis.prefix), settings.bus)
@@ -53,7 +57,9 @@ def messages(redis: Redis, settings: Settings, session: str) -> list[dict[str, o
     return [json.loads(json.loads(fields[b"result"])["message"]) for _, fields in entries]
 
 
-def test_items_are_taken_in_order_once_with_state_carried_between_turns(redis: Redis, redis_url: str, settings: Settings) -> None:
+def test_items_are_taken_in_order_once_with_state_carried_between_turns(
+    redis: Redis, redis_url: str, settings: Settings
+) -> None:
     names = RedisNames(settings.redis.prefix)
     assert post_all(redis_url, settings, "sessionT1", ["a", "b", "c"]) == [1, 2, 3]
     assert redis.xlen(names.tasks("audio")) == 1  # one turn scheduled for three items
@@ -64,7 +70,9 @@ def test_items_are_taken_in_order_once_with_state_carried_between_turns(redis: R
         {"state": "abc", "items": "1,2,3", "last_n": 0},
         {"state": "abcde", "items": "4,5", "last_n": 3},
     ]
-    assert redis.xlen(names.inbox("sessionT1", "audio")) == 0 and not redis.exists(names.turn_flag("sessionT1", "audio"))
+    assert redis.xlen(names.inbox("sessionT1", "audio")) == 0 and not redis.exists(
+        names.turn_flag("sessionT1", "audio")
+    )
 
 
 def test_items_posted_during_a_turn_get_the_next_turn(redis: Redis, redis_url: str, settings: Settings) -> None:
@@ -83,7 +91,9 @@ def test_items_posted_during_a_turn_get_the_next_turn(redis: Redis, redis_url: s
     assert [m["state"] for m in messages(redis, settings, "sessionT2")] == ["a", "ab"]
 
 
-def test_turn_of_a_dead_worker_is_redone_by_another_from_the_same_state(redis: Redis, redis_url: str, settings: Settings) -> None:
+def test_turn_of_a_dead_worker_is_redone_by_another_from_the_same_state(
+    redis: Redis, redis_url: str, settings: Settings
+) -> None:
     names = RedisNames(settings.redis.prefix)
     post_all(redis_url, settings, "sessionT3", ["x", "y"])
     dying = WorkerBus(redis, names, settings.bus, "audio", "dies")
@@ -101,7 +111,9 @@ def test_turn_of_a_dead_worker_is_redone_by_another_from_the_same_state(redis: R
     assert messages(redis, settings, "sessionT3") == [{"state": "xy", "items": "1,2", "last_n": 0}]
 
 
-def test_keep_latest_skips_stale_items_and_numbers_show_how_many(redis: Redis, redis_url: str, settings: Settings) -> None:
+def test_keep_latest_skips_stale_items_and_numbers_show_how_many(
+    redis: Redis, redis_url: str, settings: Settings
+) -> None:
     post_all(redis_url, settings, "sessionT4", [str(i) for i in range(10)], keep_latest=2)
     Worker(ConcatHandler(), redis, settings).run(burst=True)
     [message] = messages(redis, settings, "sessionT4")

@@ -1,5 +1,6 @@
 """Operations: ``GET /health`` and ``GET /metrics``."""
 
+from contextlib import suppress
 from typing import Any
 
 from fastapi import APIRouter, Response
@@ -39,8 +40,6 @@ async def health(ctx: Ctx) -> JSONResponse:
 @router.get("/metrics", response_class=Response)
 async def metrics(ctx: Ctx) -> Response:
     """Prometheus text format: latency histograms, results, errors, backlogs, workers alive."""
-    try:
+    with suppress(RedisError, OSError):  # the gauges keep their last values; /health reports the outage
         await snapshot(ctx)
-    except (RedisError, OSError):
-        pass  # the gauges keep their last values; /health reports the outage
     return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -5,6 +5,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import cast
 
 from fastapi import APIRouter, Header, Query, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 from gateway.context import GatewayContext
 from gateway.deps import Ctx
 from gateway.sessions import error, new_session_id, serve_socket
+from shared.bus import Entries
 from shared.schema import RESULT_ADAPTER, ErrorResult, TextEmotionResult, TextRequest, TextTask
 
 router = APIRouter(tags=["text"])
@@ -81,7 +83,12 @@ async def ws_emotion(ws: WebSocket, ctx: Ctx, session_id: str | None = None, las
 @router.post(
     "/stream-emotion",
     response_model=TextEmotionResult,
-    responses={400: {"model": ErrorResult}, 413: {"model": ErrorResult}, 415: {"model": ErrorResult}, 422: {"model": ErrorResult}},
+    responses={
+        400: {"model": ErrorResult},
+        413: {"model": ErrorResult},
+        415: {"model": ErrorResult},
+        422: {"model": ErrorResult},
+    },
 )
 async def stream_emotion(request: TextRequest, ctx: Ctx) -> JSONResponse:
     """Analyse one text and answer with the same JSON as ``/ws/emotion``."""
@@ -132,7 +139,8 @@ async def stream_emotion_feed(
                 result = RESULT_ADAPTER.validate_json(fields[b"result"])
                 if user_id is None or getattr(result, "user_id", None) == user_id:
                     result.seq = int(fields[b"seq"])
-                    yield f"id: {entry_id.decode()}\nevent: {result.type}\ndata: {result.model_dump_json(exclude_none=True)}\n\n"
+                    body = result.model_dump_json(exclude_none=True)
+                    yield f"id: {entry_id.decode()}\nevent: {result.type}\ndata: {body}\n\n"
         finally:
             gauge.dec()
             ctx.relay.unfollow(sub)
@@ -146,5 +154,5 @@ def _looks_like_id(value: str) -> bool:
 
 
 async def _latest_id(ctx: GatewayContext, stream: str) -> str:
-    last = await ctx.redis.xrevrange(stream, count=1)
+    last = cast(Entries, await ctx.redis.xrevrange(stream, count=1))
     return last[0][0].decode() if last else "0-0"

@@ -3,8 +3,8 @@
 from collections.abc import Sequence
 from typing import Protocol
 
-from shared.labels import top_label
 from shared.bus import Job
+from shared.labels import top_label
 from shared.schema import TextEmotionResult, TextTask
 from shared.settings import Settings
 from shared.worker import Outcome
