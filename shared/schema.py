@@ -85,6 +85,8 @@ class TextTask(TaskBase):
     kind: Literal["text"] = "text"
     text: str
     user_id: str | None = None
+    utterance_id: str | None = None
+    """Set when the audio worker asks for the text emotion of an utterance's final transcript."""
 
 
 class TurnTask(TaskBase):

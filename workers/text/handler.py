@@ -39,6 +39,7 @@ class TextEmotionHandler:
                 scores=scores,
                 text=task.text,
                 user_id=task.user_id,
+                utterance_id=task.utterance_id,
             )
             outcomes.append(Outcome([result]))
         return outcomes
