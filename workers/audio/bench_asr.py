@@ -15,11 +15,12 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from workers.audio.asr import SAMPLE_RATE, AsrSettings, SpeechRecognizer
+from workers.audio.asr import SAMPLE_RATE, WHISPER_FALLBACK_TEMPERATURES, AsrSettings, SpeechRecognizer
 from workers.audio.decode import decode_audio
 from workers.audio.whisper_models import ensure_base_model
 
@@ -46,6 +47,7 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
 
 
 def timed(call: Callable[[], object], repeats: int) -> dict[str, float]:
+    """Min and median wall time of ``repeats`` calls."""
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -70,7 +72,7 @@ def bench_model(base: AsrSettings, audio: np.ndarray, repeats: int, threads: Seq
         runner = SpeechRecognizer(replace(base, cpu_threads=count)) if count != base.cpu_threads else recognizer
         for seconds in (1, 5, len(audio) / SAMPLE_RATE):
             piece = audio[: int(seconds * SAMPLE_RATE)]
-            timing = timed(lambda piece=piece: runner.transcribe(piece), repeats)
+            timing = timed(partial(runner.transcribe, piece), repeats)
             timing["rtf_min"] = round(timing["min_s"] / seconds, 3)
             result[f"threads{count}_{seconds:g}s"] = timing
     return result
@@ -80,16 +82,16 @@ def bench_variants(base: AsrSettings, audio: np.ndarray, repeats: int) -> dict[s
     """What each decoding option costs on the full clip (base model, ``base.cpu_threads``)."""
     variants = {
         "default": base,
-        "language_en": replace(base, language="en"),
+        "language_auto": replace(base, language=None),
         "no_word_timestamps": replace(base, word_timestamps=False),
-        "language_en_no_words": replace(base, language="en", word_timestamps=False),
         "beam5": replace(base, beam_size=5),
+        "temperature_fallback": replace(base, temperatures=WHISPER_FALLBACK_TEMPERATURES),
     }
     results: dict[str, object] = {}
     for name, settings in variants.items():
         recognizer = SpeechRecognizer(settings)
         recognizer.transcribe(audio[:SAMPLE_RATE])
-        results[name] = timed(lambda r=recognizer: r.transcribe(audio), repeats)
+        results[name] = timed(partial(recognizer.transcribe, audio), repeats)
     return results
 
 
@@ -97,7 +99,7 @@ def bench_vad(recognizer: SpeechRecognizer, audio: np.ndarray, repeats: int) -> 
     long_audio = np.tile(audio, 6)
     results: dict[str, object] = {"regions_jfk": recognizer.speech_regions(audio)}
     for name, piece in (("jfk_11s", audio), ("tiled_66s", long_audio), ("chunk_1s", audio[:SAMPLE_RATE])):
-        timing = timed(lambda piece=piece: recognizer.speech_regions(piece), repeats)
+        timing = timed(partial(recognizer.speech_regions, piece), repeats)
         timing["ms_per_audio_s"] = round(1000 * timing["min_s"] / (len(piece) / SAMPLE_RATE), 2)
         results[name] = timing
     return results

@@ -132,7 +132,7 @@ def _read_soundfile(data: bytes, max_seconds: float | None) -> tuple[np.ndarray,
             # libsndfile returns the frames that are there when a file is cut short: a header
             # that promises more than the body holds is a truncated upload, not a short clip.
             if 0 < handle.frames != len(samples) and handle.frames < 2**62:
-                raise InvalidAudio(f"truncated audio: header declares {handle.frames} frames, body holds {len(samples)}")
+                raise InvalidAudio(f"truncated audio: header declares {handle.frames} frames, has {len(samples)}")
     except sf.LibsndfileError as error:
         raise _SoundfileRefused(str(error)) from error
     except (RuntimeError, TypeError) as error:  # libsndfile decode errors in the body

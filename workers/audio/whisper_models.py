@@ -10,6 +10,7 @@
 Packaged weights are checked against the sha256 digests pinned below before every load.
 """
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -121,7 +122,5 @@ def _assemble_base(staging: Path) -> None:
 
 
 def _move_aside(folder: Path) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):  # another replica moved it first
         folder.rename(folder.with_name(f".{folder.name}.broken-{uuid.uuid4().hex[:8]}"))
-    except FileNotFoundError:
-        pass  # another replica moved it first
