@@ -87,8 +87,16 @@ def test_kill_one_of_two_replicas_with_500_in_flight(stack: Stack, data_dir: Pat
     ws, _ = open_socket(stack.ws + "/ws/emotion")
     for i, text in enumerate(sentences):
         ws.send(json.dumps({"text": text, "id": f"k{i}"}))
-    first = receive(ws, 20)  # both replicas are busy now
-    stack.kill(victim)
+    first = receive(ws, 20)
+    redis = Redis.from_url(stack.env["EXPR_REDIS__URL"])
+    names = RedisNames(stack.env["EXPR_REDIS__PREFIX"])
+
+    def victim_holds_entries() -> bool:
+        consumers = redis.xinfo_consumers(names.tasks("text"), names.group("text"))
+        return any(f"-{victim.pid}-" in c["name"].decode() and c["pending"] for c in consumers)
+
+    wait_until(victim_holds_entries, 30, "the victim to hold unacknowledged entries")
+    stack.kill(victim)  # kill -9 with a batch in hand: those entries must be reclaimed by the survivor
     rest = receive(ws, 480, timeout=120)
     ws.close()
     results = first + rest
