@@ -10,7 +10,7 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
-from bench.stats import summary
+from bench.stats import percentile, summary
 
 
 def sentences(data: Path, count: int = 2000) -> list[str]:
@@ -38,7 +38,9 @@ async def _client(url: str, texts: list[str], offset: int, deadline: float, rate
                 if result["type"] == "error":
                     out["errors"] += 1
                 elif started is not None and time.perf_counter() <= deadline:
-                    out["latencies"].append((time.perf_counter() - started) * 1000)
+                    elapsed = (time.perf_counter() - started) * 1000
+                    out["latencies"].append(elapsed)
+                    out["plumbing"].append(elapsed - result["timing"]["model_ms"])
                 if rate <= 0 and time.perf_counter() < deadline:
                     await send_one()
 
@@ -61,12 +63,15 @@ async def _client(url: str, texts: list[str], offset: int, deadline: float, rate
 
 
 async def drive(url: str, texts: list[str], connections: int, duration: float, rate: float = 0.0) -> dict[str, Any]:
-    out: dict[str, Any] = {"latencies": [], "errors": 0, "lost": 0}
+    out: dict[str, Any] = {"latencies": [], "plumbing": [], "errors": 0, "lost": 0}
     start = time.perf_counter()
     deadline = start + duration
     await asyncio.gather(*(_client(url, texts, k * 997, deadline, rate, out) for k in range(connections)))
     result = summary(out["latencies"], duration, errors=out["errors"])
     result["lost"] = out["lost"]
+    # what the path adds around the model: end-to-end minus the model time the worker reported
+    result["plumbing_p50_ms"] = round(percentile(out["plumbing"], 50), 3)
+    result["plumbing_p99_ms"] = round(percentile(out["plumbing"], 99), 3)
     result["connections"] = connections
     return result
 
