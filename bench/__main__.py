@@ -19,6 +19,7 @@ Every run stops by itself.
 import argparse
 import asyncio
 import json
+import os
 import platform
 import tempfile
 import time
@@ -62,9 +63,10 @@ def run_text_scaling(args: argparse.Namespace) -> dict[str, Any]:
                 pipeline[replicas] = asyncio.run(drive(stack.ws + "/ws/emotion", texts, connections, args.duration))
             finally:
                 stack.close()
-    batch = max(1, connections // 2)
     bare = {}
     for processes in (1, 2):
+        # the batches a replica sees in the pipeline: the closed-loop connections split over the replicas
+        batch = max(1, connections // processes)
         print(f"bare: {processes} model process(es), batches of {batch}", flush=True)
         bare[processes] = bare_throughput(texts, processes, batch, args.duration)
     pipeline_gain = pipeline[2]["throughput_per_s"] / pipeline[1]["throughput_per_s"]
@@ -84,9 +86,10 @@ def run_vision(args: argparse.Namespace) -> dict[str, Any]:
     from scripts.stack import Stack
 
     frames = vision_load.frame_sets(args.data)
-    pipeline = vision_load.load_bare_pipeline()
     with tempfile.TemporaryDirectory() as logs:
         stack = Stack(args.redis_url, f"bench-{uuid.uuid4().hex[:8]}", Path(logs), {"EXPR_LOG_LEVEL": "WARNING"})
+        os.environ["OMP_NUM_THREADS"] = stack.env["OMP_NUM_THREADS"]  # the bare run gets the workers' threads
+        pipeline = vision_load.load_bare_pipeline()
         try:
             stack.start("gateway")
             stack.start("worker-vision", replicas=args.replicas)
@@ -149,6 +152,7 @@ def main() -> None:
     parser.add_argument("--tails", default="end,silence", type=lambda v: v.split(","), help="after each play (audio)")
     parser.add_argument("--model", default="base", help="speech-to-text model (audio)")
     parser.add_argument("--threads", default=1, type=int, help="threads per audio worker (audio)")
+    parser.add_argument("--env", default=[], action="append", help="NAME=VALUE for the services started (audio)")
     parser.add_argument("--data", default=DATA, type=Path, help="the shared media folder")
     parser.add_argument("--out", default=Path("bench-results"), type=Path)
     args = parser.parse_args()
