@@ -12,6 +12,7 @@ from typing import cast
 
 from redis import asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,15 @@ class Relay:
             try:
                 reply = await self.reader.xread(streams, count=1_000, block=self.block_ms)  # type: ignore[arg-type]
                 backoff = 0.1
-            except (RedisConnectionError, OSError) as exc:
+            except asyncio.CancelledError:
+                raise
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 log.warning("relay: redis unavailable (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            except Exception:  # the relay must outlive any single bad read, or every socket goes deaf
+                log.exception("relay: unexpected error; retrying in %.1fs", backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue

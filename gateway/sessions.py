@@ -11,6 +11,7 @@ import logging
 import re
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextlib import suppress
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -63,7 +64,7 @@ async def serve_socket(
     started = SessionStarted(session_id=sid, resumed=session_id is not None, last_seq=last_seq)
     await ws.send_text(started.model_dump_json())
     sub = await ctx.relay.follow(ctx.names.session_results(sid))
-    sender = asyncio.create_task(_send_results(ws, ctx, sub, last_seq))
+    sender = asyncio.create_task(_relay_results(ws, ctx, sub, last_seq, sid))
     bucket = TokenBucket(ctx.settings.limits.messages_per_second, ctx.settings.limits.burst)
     gauge = ctx.metrics.connections.labels(endpoint)
     gauge.inc()
@@ -107,6 +108,8 @@ async def _handle(
         raise CloseSocket(1003, "unsupported_data", f"this socket does not take {kind} messages")
     try:
         return await handler(payload, sid)
+    except CloseSocket:
+        raise
     except Exception:
         eid = logs.error_id()
         log.exception("error %s handling a message of session %s", eid, sid)
@@ -116,6 +119,20 @@ async def _handle(
 async def _send_error(ws: WebSocket, ctx: GatewayContext, problem: ErrorResult) -> None:
     ctx.metrics.errors.labels(problem.code).inc()
     await ws.send_text(problem.model_dump_json(exclude_none=True))
+
+
+async def _relay_results(ws: WebSocket, ctx: GatewayContext, sub: Subscription, last_seq: int, sid: str) -> None:
+    """Send results until cancelled. If sending fails for another reason, close with 1011 rather than
+    leave a deaf socket open: the client reconnects with its last seq and misses nothing."""
+    try:
+        await _send_results(ws, ctx, sub, last_seq)
+    except (asyncio.CancelledError, WebSocketDisconnect, OSError):
+        raise  # cancelled at disconnect, or the client went away mid-send: the receive loop ends the session
+    except Exception:
+        eid = logs.error_id()
+        log.exception("error %s: relaying results to session %s failed", eid, sid)
+        with suppress(Exception):  # the socket may be gone already
+            await ws.close(code=1011, reason=f"internal error {eid}; reconnect with your last seq")
 
 
 async def _send_results(ws: WebSocket, ctx: GatewayContext, sub: Subscription, last_seq: int) -> None:

@@ -144,13 +144,12 @@ class Worker:
         model_ms = (time.perf_counter() - started) * 1000
         for job, outcome in zip(jobs, outcomes, strict=True):
             assert job.task is not None
-            timing = Timing(
-                accepted_at=job.task.enqueued_at,
-                queue_ms=max(0.0, (job.read_at - job.task.enqueued_at) * 1000),
-                model_ms=model_ms,
-            )
             for result in outcome.results:
-                result.timing = timing
+                # a turn's handler may name when the item it answers was accepted; else the task's time
+                given = result.timing.accepted_at if result.timing else None
+                accepted = given if given is not None else job.task.enqueued_at
+                queue_ms = max(0.0, (job.read_at - accepted) * 1000)
+                result.timing = Timing(accepted_at=accepted, queue_ms=queue_ms, model_ms=model_ms)
             published = self.bus.settle(
                 job, job.task.session_id, outcome.results, outcome.followups, state=outcome.state
             )
