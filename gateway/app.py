@@ -27,7 +27,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = settings.redis.url.get_secret_value()
         redis = aioredis.Redis.from_url(url)
-        reader = aioredis.Redis.from_url(url)  # its own connection: the relay's XREAD blocks
+        # its own connection: the relay's XREAD blocks for 5 s, as long as redis-py 8's default socket
+        # timeout, so a default client times out now and then, and the relay task dies of it
+        reader = aioredis.Redis.from_url(url, socket_timeout=None, socket_keepalive=True)
         names = RedisNames(settings.redis.prefix)
         relay = Relay(reader, redis, names.wake(uuid.uuid4().hex[:12]))
         bus = GatewayBus(redis, names, settings.bus)

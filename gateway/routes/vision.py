@@ -28,7 +28,7 @@ from gateway.deps import Ctx
 from gateway.errors import error_body
 from gateway.relay import Subscription
 from gateway.routes.text import HTTP_STATUS, validation_message
-from gateway.sessions import CloseSocket, error, new_session_id, serve_socket
+from gateway.sessions import error, new_session_id, serve_socket
 from shared.schema import ErrorCode, ErrorResult, FaceEncodingResult, FrameItem, FrameRequest
 
 router = APIRouter(tags=["vision"])
@@ -102,8 +102,10 @@ async def submit_frame(
 ) -> ErrorResult | None:
     """Check a frame and put it in the session's inbox (latest wins); the error to send, if any."""
     limit = ctx.settings.limits.max_frame_bytes
-    if len(data) > limit:
-        raise CloseSocket(1009, "message_too_big", f"image of {len(data)} bytes is over the {limit}-byte limit")
+    if len(data) > limit:  # a message over the socket's own limit never gets here: it closes the socket (1009)
+        return error(
+            session_id, "message_too_big", f"image of {len(data)} bytes is over the {limit}-byte limit", client_id
+        )
     problem = image_problem(data)
     if problem is not None:
         return error(session_id, "invalid_image", problem, client_id)
