@@ -118,7 +118,7 @@ async def _handle(
 
 async def _send_error(ws: WebSocket, ctx: GatewayContext, problem: ErrorResult) -> None:
     ctx.metrics.errors.labels(problem.code).inc()
-    await ws.send_text(problem.model_dump_json(exclude_none=True))
+    await ws.send_text(problem.model_dump_json())
 
 
 async def _relay_results(ws: WebSocket, ctx: GatewayContext, sub: Subscription, last_seq: int, sid: str) -> None:
@@ -140,4 +140,4 @@ async def _send_results(ws: WebSocket, ctx: GatewayContext, sub: Subscription, l
         _, fields = await sub.queue.get()
         if int(fields[b"seq"]) <= last_seq:
             continue  # the client had it before it reconnected
-        await ws.send_text(ctx.finish(fields).model_dump_json(exclude_none=True))
+        await ws.send_text(ctx.finish(fields).model_dump_json())

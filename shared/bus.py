@@ -236,7 +236,7 @@ class WorkerBus:
             len(results),
         ]
         for result in results:
-            args += [result.model_dump_json(exclude_none=True), "1" if result.type in FEED_TYPES else "0"]
+            args += [result.model_dump_json(), "1" if result.type in FEED_TYPES else "0"]
         args.append(len(followups))
         args += [task.model_dump_json() for task in followups]
         if isinstance(job.task, TurnTask):

@@ -11,12 +11,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
     StrictBool,
     StrictInt,
     StrictStr,
     TypeAdapter,
-    model_serializer,
 )
 
 from shared.labels import LABELS
@@ -163,12 +161,6 @@ class FaceResult(BaseModel):
     scores: Scores
     track_id: int
     """The same for the same face across a session's frames."""
-
-    @model_serializer(mode="wrap")
-    def _keep_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Results are dumped with exclude_none; a face nobody is enrolled as must still say "name": null.
-        data: dict[str, Any] = handler(self)
-        return {key: data.get(key) for key in type(self).model_fields if key in data or key in ("name", "distance")}
 
 
 class FacesResult(ResultBase):

@@ -104,14 +104,14 @@ async def stream_emotion(request: TextRequest, ctx: Ctx) -> JSONResponse:
             else:
                 result = ctx.finish(fields)
                 if not isinstance(result, ErrorResult):
-                    return JSONResponse(result.model_dump(mode="json", exclude_none=True))
+                    return JSONResponse(result.model_dump(mode="json"))
                 problem = result
     finally:
         ctx.relay.unfollow(sub)
         await ctx.forget_session(session_id)
     ctx.metrics.errors.labels(problem.code).inc()
     status = HTTP_STATUS.get(problem.code, 422)
-    return JSONResponse(problem.model_dump(mode="json", exclude_none=True), status_code=status)
+    return JSONResponse(problem.model_dump(mode="json"), status_code=status)
 
 
 @router.get("/stream-emotion-feed", response_class=StreamingResponse)
@@ -139,7 +139,7 @@ async def stream_emotion_feed(
                 result = RESULT_ADAPTER.validate_json(fields[b"result"])
                 if user_id is None or getattr(result, "user_id", None) == user_id:
                     result.seq = int(fields[b"seq"])
-                    body = result.model_dump_json(exclude_none=True)
+                    body = result.model_dump_json()
                     yield f"id: {entry_id.decode()}\nevent: {result.type}\ndata: {body}\n\n"
         finally:
             gauge.dec()
