@@ -15,7 +15,16 @@ from shared import schema
 from shared.bus import Item, Job
 from shared.labels import top_label
 from shared.names import RedisNames
-from shared.schema import ErrorResult, FaceEncodingResult, FaceResult, FacesResult, FrameItem, Result, TurnTask
+from shared.schema import (
+    ErrorResult,
+    FaceEncodingResult,
+    FaceResult,
+    FacesResult,
+    FrameItem,
+    Result,
+    Timing,
+    TurnTask,
+)
 from shared.settings import Settings
 from shared.worker import Outcome
 from workers.vision.decode import InvalidImage
@@ -61,12 +70,15 @@ class VisionHandler:
         state: bytes | None = None
         for item, meta in items:
             if meta.op == "encode":
-                results.append(self._enroll(session_id, item, meta))
+                result = self._enroll(session_id, item, meta)
             elif item.n == newest:
                 enrolments_between = sum(1 for other, m in items if m.op == "encode" and other.n < item.n)
                 dropped = max(0, item.n - job.last_n - 1 - enrolments_between)
                 result, state = self._analyze(session_id, item, meta, job.state, dropped)
-                results.append(result)
+            else:
+                continue
+            result.timing = Timing(accepted_at=meta.accepted_at)  # latency counts from this frame's arrival
+            results.append(result)
         return Outcome(results, state=state)
 
     def _enroll(self, session_id: str, item: Item, meta: FrameItem) -> Result:
