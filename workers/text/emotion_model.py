@@ -110,7 +110,7 @@ class MiniLMEncoder:
 
 
 class TextEmotionModel:
-    """Scores for all seven expression labels per text; see docs/models-text.md for its figures."""
+    """Scores for all seven expression labels per text; see docs/models.md for its figures."""
 
     def __init__(self, encoder: MiniLMEncoder, head: DenseHead) -> None:
         self.encoder = encoder
