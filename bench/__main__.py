@@ -151,7 +151,7 @@ def main() -> None:
     parser.add_argument("--chunk-ms", default=200, type=int, help="PCM chunk length sent at real time (audio)")
     parser.add_argument("--tails", default="end,silence", type=lambda v: v.split(","), help="after each play (audio)")
     parser.add_argument("--model", default="base", help="speech-to-text model (audio)")
-    parser.add_argument("--threads", default=1, type=int, help="threads per audio worker (audio)")
+    parser.add_argument("--threads", default=0, type=int, help="threads per audio worker; 0: compose's (audio)")
     parser.add_argument("--env", default=[], action="append", help="NAME=VALUE for the services started (audio)")
     parser.add_argument("--data", default=DATA, type=Path, help="the shared media folder")
     parser.add_argument("--out", default=Path("bench-results"), type=Path)

@@ -5,9 +5,10 @@ PCM16 chunks (a chunk leaves when a microphone would have filled it), ``--repeat
 play either sends ``{"type": "end"}`` (tail ``end``) or goes on sending silence at real time (tail
 ``silence``) until the play's finals are in. Streams start staggered over one clip.
 
-- final latency: a final's arrival minus the sending of the chunk that held the end of its last word
-  (whisper's word timing, in the session clock). Tail ``end`` counts the final the ``end`` triggers;
-  tail ``silence`` counts every final, so it includes the endpoint delay (``audio.end_silence_ms``).
+- final latency after the end of speech. Tail ``end``: from sending ``end`` (the client saying the
+  utterance is over) to the final it triggers. Tail ``silence``: from sending the chunk that held the end
+  of the final's last word (whisper's word timing, in the session clock) to the final, for every final:
+  this includes the endpoint delay (``audio.end_silence_ms``) the VAD waits before it calls speech over.
 - RTF: CPU seconds of the audio worker processes over seconds of audio streamed (partials included).
 - bare: the worker's own models in-process on the same utterances (the worker's VAD cuts): transcribe
   and voice expression per utterance, and faster-whisper on the whole clip in one call.
@@ -42,6 +43,8 @@ class StreamLog:
     """(session audio time at the chunk's end, wall time it was sent), in order."""
     finals: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     """(wall time of arrival, message)."""
+    ends: dict[str, float] = field(default_factory=dict)
+    """Client id of each ``end`` sent -> wall time it was sent."""
     errors: int = 0
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -51,11 +54,20 @@ class StreamLog:
     def latencies_ms(self, tail: str) -> list[float]:
         out = []
         for arrival, final in self.finals:
-            if not final["text"] or (tail == "end" and not str(final.get("id", "")).startswith("end")):
-                continue
-            speech_end = final["words"][-1]["end"] if final["words"] else final["end"]
-            out.append((arrival - self.sent_at(speech_end)) * 1000)
+            if tail == "end" and final.get("id") in self.ends:
+                out.append((arrival - self.ends[final["id"]]) * 1000)
+            elif tail == "silence" and final["text"]:
+                speech_end = final["words"][-1]["end"] if final["words"] else final["end"]
+                out.append((arrival - self.sent_at(speech_end)) * 1000)
         return out
+
+    def model_ms(self, tail: str) -> list[float]:
+        """The worker's time on the turn that made each counted final."""
+        return [
+            final["timing"]["model_ms"]
+            for _, final in self.finals
+            if (final.get("id") in self.ends) == (tail == "end") and final["text"]
+        ]
 
 
 async def _receive(ws: ClientConnection, log: StreamLog) -> None:
@@ -102,6 +114,7 @@ async def play(url: str, pcm: bytes, args: Any, tail: str, per_play: int, delay:
             await _send_real_time(ws, log, chunks, chunk_s)
             if tail == "end":
                 await ws.send(json.dumps({"type": "end", "id": f"end{repeat}"}))
+                log.ends[f"end{repeat}"] = time.perf_counter()
             silence = bytes(step) if tail == "silence" else None
             await _wait_finals(ws, log, per_play * (repeat + 1), silence, chunk_s)
         receiver.cancel()
@@ -137,6 +150,7 @@ def measure(url: str, pcm: bytes, args: Any, worker_pids: list[int], per_play: i
             row = summary(latencies, time.perf_counter() - started, errors=sum(log.errors for log in logs))
             row.update(streams=streams, tail=tail, audio_s=round(audio_s, 2), rtf=round(cpu / audio_s, 3))
             row["finals"] = sum(len(log.finals) for log in logs)
+            row["model_p50_ms"] = round(percentile([v for log in logs for v in log.model_ms(tail)], 50), 1)
             rows.append(row)
     return rows
 
@@ -196,13 +210,13 @@ def markdown_lines(result: dict[str, Any]) -> list[str]:
     lines = [
         f"settings: {result['settings']}; load average at the end {result['load_average']}",
         "",
-        "| streams | tail | finals | latency p50 ms | p95 ms | p99 ms | RTF (worker CPU s / audio s) | errors |",
-        "|---|---|---|---|---|---|---|---|",
+        "| streams | tail | finals | latency p50 ms | p95 ms | p99 ms | worker turn p50 ms | RTF | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["runs"]:
         lines.append(
             f"| {r['streams']} | {r['tail']} | {r['finals']} | {r['p50_ms']} | {r['p95_ms']} | "
-            f"{r['p99_ms']} | {r['rtf']} | {r['errors']} |"
+            f"{r['p99_ms']} | {r['model_p50_ms']} | {r['rtf']} | {r['errors']} |"
         )
     lines += [
         "",
@@ -220,11 +234,18 @@ def run(args: Any) -> dict[str, Any]:
 
     from redis import Redis
 
-    from scripts.stack import Stack
+    from scripts.stack import SERVICES, Stack
     from shared.names import RedisNames
     from shared.settings import get_settings
 
-    env = {"EXPR_LOG_LEVEL": "WARNING", "EXPR_AUDIO__MODEL": args.model, "EXPR_WORKER__THREADS": str(args.threads)}
+    compose_env = SERVICES["worker-audio"].environment
+    args.threads = args.threads or int(compose_env.get("EXPR_WORKER__THREADS", "1"))
+    env = {
+        "EXPR_LOG_LEVEL": "WARNING",
+        "EXPR_AUDIO__MODEL": args.model,
+        "EXPR_WORKER__THREADS": str(args.threads),
+        **dict(item.split("=", 1) for item in args.env),
+    }
     os.environ.update({k: v for k, v in env.items() if k != "EXPR_LOG_LEVEL"})
     pcm = jfk_pcm(args.data)
     print(f"bare models in-process ({args.model}, {args.threads} thread(s))", flush=True)

@@ -12,7 +12,7 @@ from gateway import errors
 from gateway.context import GatewayContext
 from gateway.metrics import Metrics
 from gateway.relay import Relay
-from gateway.routes import ops, text, vision
+from gateway.routes import audio, ops, text, vision
 from shared.bus import GatewayBus
 from shared.names import RedisNames
 from shared.settings import Settings, get_settings
@@ -57,5 +57,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(text.router)
     app.include_router(vision.router)
+    app.include_router(audio.router)
     app.include_router(ops.router)
     return app

