@@ -7,6 +7,7 @@ only policy and protocol violations close it (1003 unsupported data, 1008 policy
 """
 
 import asyncio
+import json
 import logging
 import re
 import secrets
@@ -35,6 +36,17 @@ class CloseSocket(Exception):
     def __init__(self, close_code: int, error_code: ErrorCode, reason: str):
         super().__init__(reason)
         self.close_code, self.error_code, self.reason = close_code, error_code, reason
+
+
+def client_id_of(payload: str | bytes) -> str | None:
+    """The ``id`` of a JSON message, if it has one, so even a refused message's error names it."""
+    if not isinstance(payload, str) or len(payload) > 65_536:
+        return None
+    try:
+        value = json.loads(payload).get("id")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def new_session_id(prefix: str = "") -> str:
@@ -101,7 +113,8 @@ async def _handle(
     if size > max_bytes:
         raise CloseSocket(1009, "message_too_big", f"message of {size} bytes is over the {max_bytes}-byte limit")
     if not bucket.take():
-        return error(sid, "rate_limited", "too many messages per second on this connection; slow down")
+        message = "too many messages per second on this connection; slow down"
+        return error(sid, "rate_limited", message, client_id_of(payload))
     handler = on_text if isinstance(payload, str) else on_bytes
     if handler is None:
         kind = "text" if isinstance(payload, str) else "binary"

@@ -104,10 +104,11 @@ def test_oversized_message_closes_1009(ws: ClientConnection) -> None:
 
 
 def test_flood_gets_rate_limited_errors_without_closing(ws: ClientConnection) -> None:
-    for _ in range(30):
-        ws.send(json.dumps({"text": "flood"}))
+    for i in range(30):
+        ws.send(json.dumps({"text": "flood", "id": f"f{i}"}))
     answers = [json.loads(ws.recv(timeout=10)) for _ in range(30 - 10)]
     assert {a["code"] for a in answers} == {"rate_limited"}
+    assert all(a["id"].startswith("f") for a in answers)  # each refusal names the message it refuses
     ws.ping().wait(5)
 
 

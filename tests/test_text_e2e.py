@@ -81,6 +81,8 @@ def test_post_and_event_feed(stack: Stack) -> None:
 def test_kill_one_of_two_replicas_with_500_in_flight(stack: Stack, data_dir: Path) -> None:
     stack.env["EXPR_BUS__RECLAIM_IDLE_MS"] = "1500"
     stack.env["EXPR_BUS__BATCH_SIZE"] = "8"
+    stack.env["EXPR_LIMITS__MESSAGES_PER_SECOND"] = "5000"  # all 500 at once: load, not a flood test
+    stack.env["EXPR_LIMITS__BURST"] = "1000"
     stack.start("gateway")
     victim, survivor = stack.start("worker-text", replicas=2)
     sentences = (dev_sentences(data_dir, 500) * 2)[:500]
