@@ -210,7 +210,7 @@ class WorkerBus:
         deliveries = {row["message_id"]: int(row["times_delivered"]) for row in pending}
         return [parse_job(eid, fields, deliveries.get(eid, 1)) for eid, fields in entries if fields]
 
-    def settle(
+    def settle_call(
         self,
         job: Job,
         session_id: str | None,
@@ -218,8 +218,9 @@ class WorkerBus:
         followups: list[Task] | None = None,
         dead_letter: dict[str, Any] | None = None,
         state: bytes | None = None,
-    ) -> int:
-        """Acknowledge and delete ``job`` and publish its results atomically; -1 if it was settled already.
+    ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of SETTLE_LUA for ``job``: acknowledge and delete it and publish its
+        results atomically; the script answers -1 if it was settled already.
 
         For a turn this also advances the session's cursor past ``job.items``, stores ``state`` (if not
         None) and schedules the next turn when more items wait.
@@ -260,7 +261,27 @@ class WorkerBus:
                 self.names.inbox(sid, self.kind),
                 self.names.turn_flag(sid, self.kind),
             ]
+        return keys, args
+
+    def settle(
+        self,
+        job: Job,
+        session_id: str | None,
+        results: list[Result],
+        followups: list[Task] | None = None,
+        dead_letter: dict[str, Any] | None = None,
+        state: bytes | None = None,
+    ) -> int:
+        """Settle one entry (see :meth:`settle_call`); the last seq published, 0 for none, -1 if settled already."""
+        keys, args = self.settle_call(job, session_id, results, followups, dead_letter, state)
         return int(self._settle(keys=keys, args=args))
+
+    def settle_many(self, calls: list[tuple[list[str], list[Any]]]) -> list[int]:
+        """Settle a batch in one round trip; each entry is still settled by its own atomic script."""
+        pipe = self.redis.pipeline(transaction=False)
+        for keys, args in calls:
+            self._settle(keys=keys, args=args, client=pipe)
+        return [int(answer) for answer in pipe.execute()]
 
     def open_turn(self, job: Job) -> None:
         """Load a turn's inbox items (after the session's cursor) and the session state into ``job``."""

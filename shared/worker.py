@@ -142,6 +142,7 @@ class Worker:
             self._failed(jobs[0], exc)
             return
         model_ms = (time.perf_counter() - started) * 1000
+        calls = []
         for job, outcome in zip(jobs, outcomes, strict=True):
             assert job.task is not None
             for result in outcome.results:
@@ -150,12 +151,12 @@ class Worker:
                 accepted = given if given is not None else job.task.enqueued_at
                 queue_ms = max(0.0, (job.read_at - accepted) * 1000)
                 result.timing = Timing(accepted_at=accepted, queue_ms=queue_ms, model_ms=model_ms)
-            published = self.bus.settle(
-                job, job.task.session_id, outcome.results, outcome.followups, state=outcome.state
-            )
+            sid = job.task.session_id
+            calls.append(self.bus.settle_call(job, sid, outcome.results, outcome.followups, state=outcome.state))
+        for job, published in zip(jobs, self.bus.settle_many(calls), strict=True):
             if published == -1:
                 log.info("entry %s was already settled by another replica; result discarded", job.entry_id)
-            self.processed += 1
+        self.processed += len(jobs)
 
     def _failed(self, job: Job, exc: Exception) -> None:
         eid = logs.error_id()
