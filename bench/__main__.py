@@ -40,8 +40,9 @@ def run_text(args: argparse.Namespace) -> dict[str, Any]:
         print(f"/ws/emotion: {connections} connection(s) for {args.duration}s", flush=True)
         rows.append(asyncio.run(drive(args.url + "/ws/emotion", texts, connections, args.duration, args.rate)))
     print("bare model in-process", flush=True)
-    bare = bare_latency(texts, 300, threads=1)
     one = next((row for row in rows if row["connections"] == 1), None)
+    # the same sentences the one-connection run sent (it sends texts[0], texts[1], ... in order)
+    bare = bare_latency(texts, min(len(texts), one["count"] if one else 300), threads=1)
     overhead = round(one["p50_ms"] - bare["p50_ms"], 3) if one else None
     return {"endpoint": "/ws/emotion", "runs": rows, "bare": bare, "p50_overhead_ms_at_1": overhead}
 
