@@ -232,10 +232,7 @@ def run(args: Any) -> dict[str, Any]:
     import tempfile
     import uuid
 
-    from redis import Redis
-
-    from scripts.stack import SERVICES, Stack
-    from shared.names import RedisNames
+    from scripts.stack import SERVICES, Stack, drop_keys
     from shared.settings import get_settings
 
     compose_env = SERVICES["worker-audio"].environment
@@ -260,8 +257,5 @@ def run(args: Any) -> dict[str, Any]:
             rows = measure(url, pcm, args, [p.pid for p in workers], len(bare_run["utterances"]))
         finally:
             stack.close()
-            redis = Redis.from_url(args.redis_url)
-            keys = list(redis.scan_iter(match=RedisNames(prefix).pattern()))
-            if keys:
-                redis.delete(*keys)
+            drop_keys(args.redis_url, prefix)
     return report(bare_run, rows, args)

@@ -113,8 +113,8 @@ async def _handle(
     if size > max_bytes:
         raise CloseSocket(1009, "message_too_big", f"message of {size} bytes is over the {max_bytes}-byte limit")
     if not bucket.take():
-        message = "too many messages per second on this connection; slow down"
-        return error(sid, "rate_limited", message, client_id_of(payload))
+        notice = "too many messages per second on this connection; slow down"
+        return error(sid, "rate_limited", notice, client_id_of(payload))
     handler = on_text if isinstance(payload, str) else on_bytes
     if handler is None:
         kind = "text" if isinstance(payload, str) else "binary"

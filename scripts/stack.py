@@ -12,9 +12,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from redis import Redis
+
+from shared.names import RedisNames
 from shared.services import ServiceSpec, load_services
 
 SERVICES = load_services()
+
+
+def drop_keys(redis_url: str, prefix: str) -> None:
+    """Delete every key under ``prefix`` (what a test or bench run wrote)."""
+    redis = Redis.from_url(redis_url)
+    keys = list(redis.scan_iter(match=RedisNames(prefix).pattern(), count=1000))
+    if keys:
+        redis.delete(*keys)
 
 
 def free_port() -> int:

@@ -22,6 +22,14 @@ def scores_from_probs(probs: Sequence[float] | np.ndarray, labels: Sequence[str]
     return {label: value / total for label, value in merged.items()}
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (n, classes) logits (the trained heads' last step)."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    probs: np.ndarray = exp / exp.sum(axis=1, keepdims=True)
+    return probs
+
+
 def top_label(scores: Mapping[str, float]) -> tuple[str, float]:
     """The label with the highest score and that score."""
     label = max(scores, key=lambda name: scores[name])

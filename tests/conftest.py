@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from scripts.stack import Stack, free_port, wait_until
-from shared.names import RedisNames
+from scripts.stack import Stack, drop_keys, free_port, wait_until
 from shared.settings import BusSettings, RedisSettings, Settings, WorkerSettings
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -49,10 +48,7 @@ def prefix(redis_url: str) -> Iterator[str]:
     """A key prefix of this test's own; every key under it is deleted afterwards."""
     value = f"test-{uuid.uuid4().hex[:10]}"
     yield value
-    redis = Redis.from_url(redis_url)
-    keys = list(redis.scan_iter(match=RedisNames(value).pattern(), count=1000))
-    if keys:
-        redis.delete(*keys)
+    drop_keys(redis_url, value)
 
 
 @pytest.fixture

@@ -13,12 +13,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from redis import Redis
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
-from scripts.stack import Stack
-from shared.names import RedisNames
+from scripts.stack import Stack, drop_keys
 from tests.audio_clients import (
     end,
     final_text,
@@ -51,10 +49,7 @@ def audio_gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
         yield stack
     finally:
         stack.close()
-        redis = Redis.from_url(redis_url)
-        keys = list(redis.scan_iter(match=RedisNames(prefix).pattern()))
-        if keys:
-            redis.delete(*keys)
+        drop_keys(redis_url, prefix)
 
 
 @pytest.fixture

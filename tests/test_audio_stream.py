@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from redis import Redis
 
-from scripts.stack import Stack, wait_until
+from scripts.stack import Stack, drop_keys, wait_until
 from shared.labels import LABELS
 from shared.names import RedisNames
 from tests.audio_clients import (
@@ -51,10 +51,7 @@ def audio_stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield stack
     finally:
         stack.close()
-        redis = Redis.from_url(redis_url)
-        keys = list(redis.scan_iter(match=RedisNames(prefix).pattern()))
-        if keys:
-            redis.delete(*keys)
+        drop_keys(redis_url, prefix)
 
 
 @pytest.fixture(scope="module")

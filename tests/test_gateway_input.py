@@ -10,12 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from redis import Redis
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
-from scripts.stack import Stack
-from shared.names import RedisNames
+from scripts.stack import Stack, drop_keys
 from tests.clients import open_socket
 
 
@@ -33,10 +31,7 @@ def gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     stack.start("gateway")
     yield stack
     stack.close()
-    redis = Redis.from_url(redis_url)
-    keys = list(redis.scan_iter(match=RedisNames(prefix).pattern()))
-    if keys:
-        redis.delete(*keys)
+    drop_keys(redis_url, prefix)
 
 
 @pytest.fixture

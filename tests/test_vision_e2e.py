@@ -16,12 +16,10 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
-from redis import Redis
 from websockets.exceptions import ConnectionClosed
 
-from scripts.stack import Stack
+from scripts.stack import Stack, drop_keys
 from shared.labels import LABELS
-from shared.names import RedisNames
 from tests.clients import open_socket
 from tests.vision_clients import (
     ENROLMENT,
@@ -54,10 +52,7 @@ def vision(redis_url: str, tmp_path_factory: pytest.TempPathFactory, data_dir: P
         yield stack
     finally:
         stack.close()
-        redis = Redis.from_url(redis_url)
-        keys = list(redis.scan_iter(match=RedisNames(prefix).pattern(), count=1000))
-        if keys:
-            redis.delete(*keys)
+        drop_keys(redis_url, prefix)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from PIL import Image
 from redis import Redis
 
 from bench.vision_load import letterbox_jpeg
-from scripts.stack import Stack, wait_until
+from scripts.stack import Stack, drop_keys, wait_until
 from shared.names import RedisNames
 from tests.vision_clients import FrameSocket, clip_frames
 
@@ -34,10 +34,7 @@ def vision(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield stack
     finally:
         stack.close()
-        redis = Redis.from_url(redis_url)
-        keys = list(redis.scan_iter(match=RedisNames(prefix).pattern(), count=1000))
-        if keys:
-            redis.delete(*keys)
+        drop_keys(redis_url, prefix)
 
 
 @pytest.fixture(scope="module")

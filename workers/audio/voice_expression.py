@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 import opensmile
 
-from shared.labels import LABELS, scores_from_probs
+from shared.labels import LABELS, scores_from_probs, softmax
 
 SAMPLE_RATE = 16_000
 HEAD_PATH = Path(__file__).parent / "assets" / "voice_head.npz"
@@ -107,11 +107,7 @@ class LinearHead:
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """(n, n_features) -> (n, n_labels) softmax probabilities."""
-        logits = ((features - self.mean) / self.scale) @ self.weight.T + self.bias
-        logits = logits - logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        probs: np.ndarray = exp / exp.sum(axis=1, keepdims=True)
-        return probs
+        return softmax(((features - self.mean) / self.scale) @ self.weight.T + self.bias)
 
     def save(self, path: Path) -> None:
         arrays: dict[str, Any] = {

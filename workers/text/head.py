@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from shared.labels import softmax
+
 
 @dataclass(frozen=True)
 class DenseHead:
@@ -43,11 +45,7 @@ class DenseHead:
         return hidden + self.class_bias if adjusted else hidden
 
     def probabilities(self, pooled: np.ndarray, *, adjusted: bool = True) -> np.ndarray:
-        logits = self.logits(pooled, adjusted=adjusted)
-        logits = logits - logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        probs: np.ndarray = exp / exp.sum(axis=1, keepdims=True)
-        return probs
+        return softmax(self.logits(pooled, adjusted=adjusted))
 
     def save(self, path: Path) -> None:
         arrays: dict[str, Any] = {
