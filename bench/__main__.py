@@ -1,11 +1,12 @@
 """``python -m bench``: drive the service like real clients; write a JSON + markdown report.
 
-  python -m bench text --url ws://127.0.0.1:8000 --connections 1,10,50 --duration 10
-      a running service: p50/p95/p99 end-to-end latency and throughput per connection count, plus the
-      same model run bare in-process (overhead = pipeline minus bare).
-  python -m bench text-scaling --connections 10 --duration 15
-      starts its own gateway with 1, then 2 text replicas (a private Redis key prefix), and runs 1 and 2
-      bare model processes in the same run: pipeline gain vs bare gain.
+  python -m bench text --url ws://127.0.0.1:8000 --connections 1,10,50 --duration 30
+      a running service: p50/p95/p99 end-to-end latency and throughput per connection count; at one
+      connection, rounds alternate with the same model run bare in-process on the same sentences
+      (overhead = pipeline p50 minus bare p50).
+  python -m bench text-scaling --connections 10 --duration 60 --rounds 6
+      starts its own gateways with 1 and 2 text replicas (private Redis key prefixes) and 2 bare model
+      processes, then measures all four in alternating rounds: pipeline gain vs bare gain.
   python -m bench vision --duration 15 --overload-duration 30
       starts its own gateway and vision replica(s) (a private Redis key prefix): latency at 1 connection in
       rounds alternating with the same pipeline run bare in-process, frames/s per replica, and a run at 3x
@@ -21,6 +22,7 @@ import asyncio
 import json
 import os
 import platform
+import statistics
 import tempfile
 import time
 import uuid
@@ -28,58 +30,84 @@ from pathlib import Path
 from typing import Any
 
 from bench import audio_load, vision_load
-from bench.text_load import bare_latency, bare_throughput, drive, sentences
+from bench.text_load import BareProcesses, drive, overhead_rounds, sentences
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
 def run_text(args: argparse.Namespace) -> dict[str, Any]:
     texts = sentences(args.data)
-    rows = []
-    for connections in args.connections:
+    url = args.url + "/ws/emotion"
+    result: dict[str, Any] = {"endpoint": "/ws/emotion", "runs": []}
+    if 1 in args.connections:
+        print(f"/ws/emotion: 1 connection against the bare model, {args.rounds} alternating rounds", flush=True)
+        result["overhead"] = overhead_rounds(url, texts, args.rounds, args.duration / args.rounds)
+        result["runs"].append(result["overhead"]["pipeline"])
+    for connections in [c for c in args.connections if c != 1]:
         print(f"/ws/emotion: {connections} connection(s) for {args.duration}s", flush=True)
-        rows.append(asyncio.run(drive(args.url + "/ws/emotion", texts, connections, args.duration, args.rate)))
-    print("bare model in-process", flush=True)
-    one = next((row for row in rows if row["connections"] == 1), None)
-    # the same sentences the one-connection run sent (it sends texts[0], texts[1], ... in order)
-    bare = bare_latency(texts, min(len(texts), one["count"] if one else 300), threads=1)
-    overhead = round(one["p50_ms"] - bare["p50_ms"], 3) if one else None
-    return {"endpoint": "/ws/emotion", "runs": rows, "bare": bare, "p50_overhead_ms_at_1": overhead}
+        result["runs"].append(asyncio.run(drive(url, texts, connections, args.duration, args.rate)))
+    return result
 
 
 def run_text_scaling(args: argparse.Namespace) -> dict[str, Any]:
+    """Pipeline with 1 and 2 text replicas against 1 and 2 bare model processes, in alternating rounds.
+
+    Both stacks and both bare processes start first and wait idle; each round then measures the four in
+    a rotated order, so that load from elsewhere on the machine falls on all four alike.
+    """
     from scripts.stack import Stack
 
     texts = sentences(args.data)
     connections = args.connections[0]
-    pipeline: dict[int, dict[str, Any]] = {}
-    for replicas in (1, 2):
-        with tempfile.TemporaryDirectory() as logs:
-            stack = Stack(args.redis_url, f"bench-{uuid.uuid4().hex[:8]}", Path(logs), {"EXPR_LOG_LEVEL": "WARNING"})
-            try:
+    seconds = args.duration / args.rounds
+    measured: dict[str, list[float]] = {"pipeline-1": [], "pipeline-2": [], "bare-1": [], "bare-2": []}
+    stacks: dict[int, Stack] = {}
+    bare: BareProcesses | None = None
+    with tempfile.TemporaryDirectory() as logs:
+        try:
+            for replicas in (1, 2):
+                log_dir = Path(logs) / str(replicas)
+                log_dir.mkdir()
+                stack = Stack(args.redis_url, f"bench-{uuid.uuid4().hex[:8]}", log_dir, {"EXPR_LOG_LEVEL": "WARNING"})
+                stacks[replicas] = stack
                 stack.start("gateway")
                 stack.start("worker-text", replicas=replicas)
                 asyncio.run(drive(stack.ws + "/ws/emotion", texts, connections, 3))  # warm-up
-                print(f"pipeline: {replicas} text replica(s), {connections} connections", flush=True)
-                pipeline[replicas] = asyncio.run(drive(stack.ws + "/ws/emotion", texts, connections, args.duration))
-            finally:
+            bare = BareProcesses(texts, 2)
+            order = list(measured)
+            for r in range(args.rounds):
+                print(f"round {r + 1}/{args.rounds}: {seconds:.1f}s each of {', '.join(order)}", flush=True)
+                for name in order:
+                    kind, count = name.split("-")
+                    if kind == "pipeline":
+                        url = stacks[int(count)].ws + "/ws/emotion"
+                        run = asyncio.run(drive(url, texts, connections, seconds, start_at=r * 100))
+                        measured[name].append(run["throughput_per_s"])
+                    else:  # the batches a replica sees: the closed-loop connections split over the replicas
+                        measured[name].append(bare.throughput(int(count), max(1, connections // int(count)), seconds))
+                order = order[1:] + order[:1]
+        finally:
+            for stack in stacks.values():
                 stack.close()
-    bare = {}
-    for processes in (1, 2):
-        # the batches a replica sees in the pipeline: the closed-loop connections split over the replicas
-        batch = max(1, connections // processes)
-        print(f"bare: {processes} model process(es), batches of {batch}", flush=True)
-        bare[processes] = bare_throughput(texts, processes, batch, args.duration)
-    pipeline_gain = pipeline[2]["throughput_per_s"] / pipeline[1]["throughput_per_s"]
-    bare_gain = bare[2] / bare[1]
+            if bare is not None:
+                bare.close()
+    mean = {name: round(statistics.fmean(values), 2) for name, values in measured.items()}
+    pipeline_gain = mean["pipeline-2"] / mean["pipeline-1"]
+    bare_gain = mean["bare-2"] / mean["bare-1"]
+    p1, p2, b1, b2 = (measured[name] for name in ("pipeline-1", "pipeline-2", "bare-1", "bare-2"))
+    rounds = [round((p2[r] / p1[r]) / (b2[r] / b1[r]), 3) for r in range(args.rounds)]
     return {
         "endpoint": "/ws/emotion",
         "connections": connections,
-        "pipeline": {str(k): v for k, v in pipeline.items()},
-        "bare_throughput_per_s": {str(k): v for k, v in bare.items()},
+        "rounds": args.rounds,
+        "seconds_per_measurement": seconds,
+        "throughput_per_s": measured,
+        "mean_throughput_per_s": mean,
         "pipeline_gain": round(pipeline_gain, 3),
         "bare_gain": round(bare_gain, 3),
-        "gain_ratio": round((pipeline_gain - 1) / (bare_gain - 1), 3) if bare_gain > 1 else None,
+        "gain_ratio": round(pipeline_gain / bare_gain, 3),
+        "gain_ratio_per_round": rounds,
+        "added_throughput_ratio": round((pipeline_gain - 1) / (bare_gain - 1), 3) if bare_gain > 1 else None,
     }
 
 
@@ -119,20 +147,38 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{row['p99_ms']} | {row['plumbing_p50_ms']} / {row['plumbing_p99_ms']} | "
                 f"{row['errors']} | {row['lost']} |"
             )
-        bare = result["bare"]
+        lines.append("plumbing = end-to-end minus the model time the worker reported, per message")
+        if "overhead" in result:
+            overhead, bare = result["overhead"], result["overhead"]["bare"]
+            lines += [
+                "",
+                f"bare model in-process on the same sentences: p50 {bare['p50_ms']} ms, p95 {bare['p95_ms']} ms, "
+                f"p99 {bare['p99_ms']} ms",
+                f"**p50 overhead at 1 connection (pipeline p50 - bare p50): {overhead['p50_overhead_ms']} ms**",
+                "per round (e2e p50 / bare p50 / overhead ms): "
+                + ", ".join(f"{r['e2e_p50_ms']} / {r['bare_p50_ms']} / {r['overhead_ms']}" for r in overhead["rounds"]),
+            ]
+    else:
+        mean, measured = result["mean_throughput_per_s"], result["throughput_per_s"]
+        lines += [
+            f"{result['rounds']} rounds of {result['seconds_per_measurement']:.1f} s per measurement, "
+            f"{result['connections']} connections; mean msg/s (per round)",
+            "",
+            "| | 1 | 2 | gain |",
+            "|---|---|---|---|",
+        ]
+        for kind, gain in (("pipeline", result["pipeline_gain"]), ("bare", result["bare_gain"])):
+            one, two = measured[f"{kind}-1"], measured[f"{kind}-2"]
+            lines.append(
+                f"| {kind} | {mean[f'{kind}-1']} ({', '.join(map(str, one))}) | "
+                f"{mean[f'{kind}-2']} ({', '.join(map(str, two))}) | {gain} |"
+            )
         lines += [
             "",
-            f"bare model in-process: p50 {bare['p50_ms']} ms, p95 {bare['p95_ms']} ms, p99 {bare['p99_ms']} ms",
+            f"**gain ratio (pipeline gain / bare gain): {result['gain_ratio']}** "
+            f"(per round: {', '.join(map(str, result['gain_ratio_per_round']))}); "
+            f"added throughput ratio (pipeline gain - 1) / (bare gain - 1): {result['added_throughput_ratio']}",
         ]
-        lines.append(f"p50 overhead at 1 connection (pipeline p50 - bare p50): {result['p50_overhead_ms_at_1']} ms")
-        lines.append("plumbing = end-to-end minus the model time the worker reported, per message")
-    else:
-        lines += ["| | 1 | 2 | gain |", "|---|---|---|---|"]
-        one, two = result["pipeline"]["1"]["throughput_per_s"], result["pipeline"]["2"]["throughput_per_s"]
-        lines.append(f"| pipeline msg/s | {one} | {two} | {result['pipeline_gain']} |")
-        b = result["bare_throughput_per_s"]
-        lines.append(f"| bare msg/s | {b['1']} | {b['2']} | {result['bare_gain']} |")
-        lines += ["", f"gain ratio (pipeline gain - 1) / (bare gain - 1): {result['gain_ratio']}"]
     return "\n".join(lines) + "\n"
 
 
@@ -145,7 +191,7 @@ def main() -> None:
     parser.add_argument("--duration", default=10.0, type=float, help="seconds per measurement")
     parser.add_argument("--rate", default=0.0, type=float, help="messages/s per connection (0: closed loop)")
     parser.add_argument("--replicas", default=1, type=int, help="vision replicas (scenario vision)")
-    parser.add_argument("--rounds", default=6, type=int, help="alternating bare / 1-connection rounds (vision)")
+    parser.add_argument("--rounds", default=6, type=int, help="alternating rounds (text, text-scaling, vision)")
     parser.add_argument("--per-round", default=10, type=int, help="frames per round (vision)")
     parser.add_argument("--overload-duration", default=30.0, type=float, help="seconds of 3x overload (vision)")
     parser.add_argument("--repeats", default=3, type=int, help="plays of the clip per stream (audio)")

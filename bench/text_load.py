@@ -62,11 +62,18 @@ async def _client(url: str, texts: list[str], offset: int, deadline: float, rate
         out["lost"] += len(sent)
 
 
-async def drive(url: str, texts: list[str], connections: int, duration: float, rate: float = 0.0) -> dict[str, Any]:
+async def drive(
+    url: str, texts: list[str], connections: int, duration: float, rate: float = 0.0, start_at: int = 0
+) -> dict[str, Any]:
+    """Connection k sends texts[start_at + k * 997], then the next ones in order."""
     out: dict[str, Any] = {"latencies": [], "plumbing": [], "errors": 0, "lost": 0}
     start = time.perf_counter()
     deadline = start + duration
-    await asyncio.gather(*(_client(url, texts, k * 997, deadline, rate, out) for k in range(connections)))
+    await asyncio.gather(*(_client(url, texts, start_at + k * 997, deadline, rate, out) for k in range(connections)))
+    return report(out, duration, connections)
+
+
+def report(out: dict[str, Any], duration: float, connections: int) -> dict[str, Any]:
     result = summary(out["latencies"], duration, errors=out["errors"])
     result["lost"] = out["lost"]
     # what the path adds around the model: end-to-end minus the model time the worker reported
@@ -76,48 +83,106 @@ async def drive(url: str, texts: list[str], connections: int, duration: float, r
     return result
 
 
-def bare_latency(texts: list[str], count: int, threads: int) -> dict[str, Any]:
-    """The model in-process, one sentence at a time, as the worker runs it at one connection."""
+def load_bare_model(threads: int = 1) -> Any:
+    """The text worker's model, loaded in this process as the worker loads it."""
     from shared.settings import get_settings
     from workers.text.emotion_model import TextEmotionModel
 
-    model = TextEmotionModel.load(cache_dir=get_settings().cache_dir / "minilm", threads=threads)
-    for text in texts[:20]:
-        model.predict([text])
+    return TextEmotionModel.load(cache_dir=get_settings().cache_dir / "minilm", threads=threads)
+
+
+def bare_latencies(model: Any, texts: list[str]) -> list[float]:
+    """Milliseconds per ``model.predict([text])``, one sentence at a time, as the worker runs it at one connection."""
     latencies = []
-    for text in texts[:count]:
+    for text in texts:
         started = time.perf_counter()
         model.predict([text])
         latencies.append((time.perf_counter() - started) * 1000)
-    return summary(latencies, sum(latencies) / 1000)
+    return latencies
 
 
-def _bare_worker(texts: list[str], batch: int, duration: float, barrier: Any, queue: Any) -> None:
-    from shared.settings import get_settings
-    from workers.text.emotion_model import TextEmotionModel
+def overhead_rounds(url: str, texts: list[str], rounds: int, seconds: float) -> dict[str, Any]:
+    """One connection against the same model bare, in alternating rounds on the same sentences, so that
+    load from elsewhere on the machine falls on both alike. Round r sends texts[r * 1000 % len], ..."""
+    model = load_bare_model()
+    bare_latencies(model, texts[:20])  # warm-up
+    asyncio.run(drive(url, texts, 1, 2))
+    pipeline: dict[str, Any] = {"latencies": [], "plumbing": [], "errors": 0, "lost": 0}
+    bare: list[float] = []
+    per_round = []
+    for r in range(rounds):
+        offset = r * 1000 % len(texts)
+        out: dict[str, Any] = {"latencies": [], "plumbing": [], "errors": 0, "lost": 0}
+        asyncio.run(_drive_into(url, texts, seconds, offset, out))
+        sent = [texts[(offset + k) % len(texts)] for k in range(len(out["latencies"]))]
+        round_bare = bare_latencies(model, sent)
+        for key in ("latencies", "plumbing"):
+            pipeline[key] += out[key]
+        pipeline["errors"] += out["errors"]
+        pipeline["lost"] += out["lost"]
+        bare += round_bare
+        p50, b50 = percentile(out["latencies"], 50), percentile(round_bare, 50)
+        per_round.append(
+            {"e2e_p50_ms": round(p50, 3), "bare_p50_ms": round(b50, 3), "overhead_ms": round(p50 - b50, 3)}
+        )
+    result = report(pipeline, seconds * rounds, 1)
+    bare_summary = summary(bare, sum(bare) / 1000)
+    return {
+        "pipeline": result,
+        "bare": bare_summary,
+        "rounds": per_round,
+        "p50_overhead_ms": round(result["p50_ms"] - bare_summary["p50_ms"], 3),
+    }
 
-    model = TextEmotionModel.load(cache_dir=get_settings().cache_dir / "minilm", threads=1)
-    model.predict(texts[:batch])
-    barrier.wait()
-    done, i = 0, 0
-    deadline = time.perf_counter() + duration
-    while time.perf_counter() < deadline:
-        model.predict([texts[(i + k) % len(texts)] for k in range(batch)])
-        done += batch
-        i += batch
-    queue.put(done)
+
+async def _drive_into(url: str, texts: list[str], seconds: float, offset: int, out: dict[str, Any]) -> None:
+    await _client(url, texts, offset, time.perf_counter() + seconds, 0.0, out)
 
 
-def bare_throughput(texts: list[str], processes: int, batch: int, duration: float) -> float:
-    """Sentences per second of ``processes`` bare model processes running batches of ``batch``."""
-    ctx = multiprocessing.get_context("spawn")
-    barrier, queue = ctx.Barrier(processes), ctx.Queue()
-    workers = [
-        ctx.Process(target=_bare_worker, args=(texts, batch, duration, barrier, queue)) for _ in range(processes)
-    ]
-    for worker in workers:
-        worker.start()
-    total = sum(int(queue.get(timeout=duration + 120)) for _ in workers)
-    for worker in workers:
-        worker.join()
-    return round(total / duration, 2)
+def _bare_process(texts: list[str], commands: Any, answers: Any) -> None:
+    """A bare model process: loads the model, then runs (batch, start_at, seconds) commands until None."""
+    model = load_bare_model()
+    model.predict(texts[:8])
+    answers.put("ready")
+    i = 0
+    while (command := commands.get()) is not None:
+        batch, start_at, seconds = command
+        while time.time() < start_at:
+            time.sleep(0.001)
+        done = 0
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            model.predict([texts[(i + k) % len(texts)] for k in range(batch)])
+            done += batch
+            i += batch
+        answers.put(done)
+
+
+class BareProcesses:
+    """Bare model processes, started once and kept for every round (idle ones wait on a queue)."""
+
+    def __init__(self, texts: list[str], count: int):
+        ctx = multiprocessing.get_context("spawn")
+        self.commands = [ctx.Queue() for _ in range(count)]
+        self.answers = ctx.Queue()
+        self.processes = [
+            ctx.Process(target=_bare_process, args=(texts, commands, self.answers)) for commands in self.commands
+        ]
+        for process in self.processes:
+            process.start()
+        for _ in self.processes:
+            self.answers.get(timeout=300)
+
+    def throughput(self, processes: int, batch: int, seconds: float) -> float:
+        """Sentences per second of ``processes`` of them running batches of ``batch`` together."""
+        start_at = time.time() + 0.2
+        for commands in self.commands[:processes]:
+            commands.put((batch, start_at, seconds))
+        total = sum(int(self.answers.get(timeout=seconds + 60)) for _ in range(processes))
+        return round(total / seconds, 2)
+
+    def close(self) -> None:
+        for commands in self.commands:
+            commands.put(None)
+        for process in self.processes:
+            process.join(timeout=30)

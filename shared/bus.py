@@ -28,7 +28,7 @@ from typing import Any, cast
 from pydantic import BaseModel, ValidationError
 from redis import Redis
 from redis import asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from shared.names import RedisNames
 from shared.schema import FEED_TYPES, SESSION_KINDS, TASK_ADAPTER, ErrorCode, ErrorResult, Result, Task, TurnTask
@@ -186,10 +186,11 @@ class WorkerBus:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def read_new(self, block_ms: int | None) -> list[Job]:
+    def read_new(self, block_ms: int | None, count: int | None = None) -> list[Job]:
+        """Up to ``count`` (default: the batch size) new entries; ``block_ms`` None returns at once."""
         try:
             reply = self.redis.xreadgroup(
-                self.group, self.consumer, {self.stream: ">"}, count=self.settings.batch_size, block=block_ms
+                self.group, self.consumer, {self.stream: ">"}, count=count or self.settings.batch_size, block=block_ms
             )
         except ResponseError as exc:
             if "NOGROUP" in str(exc):
@@ -277,11 +278,25 @@ class WorkerBus:
         return int(self._settle(keys=keys, args=args))
 
     def settle_many(self, calls: list[tuple[list[str], list[Any]]]) -> list[int]:
-        """Settle a batch in one round trip; each entry is still settled by its own atomic script."""
+        """Settle a batch in one round trip; each entry is still settled by its own atomic script.
+
+        Plain EVALSHA in the pipeline: redis-py's pipelined scripts would first ask SCRIPT EXISTS, a
+        second round trip on every batch. A script Redis lost (a restart) is loaded and the calls it
+        refused run again: a refused call did nothing, and a settle is idempotent anyway.
+        """
+        if len(calls) == 1:
+            keys, args = calls[0]
+            return [int(self._settle(keys=keys, args=args))]
         pipe = self.redis.pipeline(transaction=False)
         for keys, args in calls:
-            self._settle(keys=keys, args=args, client=pipe)
-        return [int(answer) for answer in pipe.execute()]
+            pipe.evalsha(self._settle.sha, len(keys), *keys, *args)
+        answers = pipe.execute(raise_on_error=False)
+        if any(isinstance(answer, NoScriptError) for answer in answers):
+            return [int(self._settle(keys=keys, args=args)) for keys, args in calls]
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise answer
+        return [int(answer) for answer in answers]
 
     def open_turn(self, job: Job) -> None:
         """Load a turn's inbox items (after the session's cursor) and the session state into ``job``."""

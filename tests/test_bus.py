@@ -156,3 +156,58 @@ def test_gateway_refuses_work_past_the_backlog_limit(redis_url: str, settings: S
         return accepted
 
     assert asyncio.run(fill()) == [True] * depth + [False, False]
+
+
+class BatchRecorder(EchoHandler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def handle(self, jobs: Sequence[Job]) -> list[Outcome]:
+        self.sizes.append(len(jobs))
+        return super().handle(jobs)
+
+
+@pytest.mark.parametrize(("first", "trickle", "expected"), [(4, 4, [4, 4]), (1, 2, [1, 1, 1])])
+def test_worker_gathers_a_batch_as_large_as_its_last(
+    redis: Redis, settings: Settings, first: int, trickle: int, expected: list[int]
+) -> None:
+    """After a batch of n, entries trickling in are gathered into one batch of n; after a batch of one
+    (a lone client) the worker never waits."""
+    settings = settings.model_copy(update={"bus": settings.bus.model_copy(update={"batch_wait_ms": 2000})})
+    names = RedisNames(settings.redis.prefix)
+    handler = BatchRecorder()
+    worker = Worker(handler, redis, settings)
+    for i in range(first):
+        enqueue(redis, names, "sessionG1", f"first {i}", f"f{i}")
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: len(results(redis, names, "sessionG1")) == first, 15, "the first batch")
+        for i in range(trickle):
+            enqueue(redis, names, "sessionG1", f"next {i}", f"n{i}")
+            time.sleep(0.1)
+        wait_until(lambda: len(results(redis, names, "sessionG1")) == first + trickle, 15, "the rest")
+    finally:
+        worker.stop()
+        thread.join(5)
+    assert handler.sizes == expected
+
+
+def test_a_batch_settles_after_redis_lost_its_scripts(redis: Redis, settings: Settings) -> None:
+    names = RedisNames(settings.redis.prefix)
+    for i in range(3):
+        enqueue(redis, names, "sessionH1", f"text {i}", f"h{i}")
+    bus = WorkerBus(redis, names, settings.bus, "text", "one")
+    bus.ensure_group()
+    jobs = bus.read_new(None)
+    assert len(jobs) == 3
+    redis.script_flush()  # as after a Redis restart without persistence of scripts
+    calls = []
+    for job in jobs:
+        assert isinstance(job.task, TextTask)
+        result = ErrorResult(session_id="sessionH1", id=job.task.client_id, code="internal", message="m")
+        calls.append(bus.settle_call(job, "sessionH1", [result]))
+    assert bus.settle_many(calls) == [1, 2, 3]
+    assert bus.settle_many(calls) == [-1, -1, -1]  # settled already: published once
+    assert [seq for seq, _ in results(redis, names, "sessionH1")] == [1, 2, 3]

