@@ -82,6 +82,8 @@ class Relay:
                 continue
             for raw_key, entries in cast(list[tuple[bytes, list[Entry]]], reply or []):
                 self._dispatch(raw_key.decode(), entries)
+            if reply:
+                await asyncio.sleep(0)  # let the sockets send what just arrived before the next read is built
 
     def _dispatch(self, key: str, entries: list[Entry]) -> None:
         if key == self.wake_key:

@@ -20,6 +20,7 @@ a replica that dies mid-turn leaves cursor and state untouched for the one that 
 """
 
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -186,18 +187,57 @@ class WorkerBus:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def read_new(self, block_ms: int | None, count: int | None = None) -> list[Job]:
-        """Up to ``count`` (default: the batch size) new entries; ``block_ms`` None returns at once."""
+    def read_new(self, block_ms: int | None, count: int | None = None, spin_s: float = 0.0) -> list[Job]:
+        """Up to ``count`` (default: the batch size) new entries; ``block_ms`` None returns at once.
+
+        With ``spin_s``, a blocking read first polls its socket for that long, yielding the CPU to
+        anything else runnable, and only then sleeps in the kernel (see WorkerSettings.spin_ms).
+        """
         try:
-            reply = self.redis.xreadgroup(
-                self.group, self.consumer, {self.stream: ">"}, count=count or self.settings.batch_size, block=block_ms
-            )
+            if spin_s > 0 and block_ms is not None:
+                reply = self._spin_read(block_ms, count or self.settings.batch_size, spin_s)
+            else:
+                reply = self.redis.xreadgroup(
+                    self.group,
+                    self.consumer,
+                    {self.stream: ">"},
+                    count=count or self.settings.batch_size,
+                    block=block_ms,
+                )
         except ResponseError as exc:
             if "NOGROUP" in str(exc):
                 raise NoGroupError(f"stream {self.stream} or group {self.group} is gone") from exc
             raise
         streams = cast(list[tuple[bytes, Entries]], reply or [])
         return [parse_job(eid, fields, 1) for _, entries in streams for eid, fields in entries]
+
+    def _spin_read(self, block_ms: int, count: int, spin_s: float) -> Any:
+        pool = self.redis.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_command(  # type: ignore[no-untyped-call]
+                "XREADGROUP",
+                "GROUP",
+                self.group,
+                self.consumer,
+                "COUNT",
+                count,
+                "BLOCK",
+                block_ms,
+                "STREAMS",
+                self.stream,
+                ">",
+            )
+            deadline = time.monotonic() + spin_s
+            while not conn.can_read(timeout=0) and time.monotonic() < deadline:
+                os.sched_yield()
+            return self.redis.parse_response(conn, "XREADGROUP")  # type: ignore[no-untyped-call]
+        except BaseException:
+            # a reply may still be on its way: never hand this connection out again
+            conn.disconnect()  # type: ignore[no-untyped-call]
+            raise
+        finally:
+            pool.release(conn)
 
     def reclaim(self) -> list[Job]:
         """Take over entries idle longer than ``reclaim_idle_ms`` (their worker died or hangs)."""

@@ -116,7 +116,7 @@ class Worker:
                 if burst
                 else min(self.settings.bus.block_ms, int(self.settings.worker.heartbeat_interval_s * 1000))
             )
-            jobs = self._gather(self.bus.read_new(block))
+            jobs = self._gather(self.bus.read_new(block, spin_s=self.settings.worker.spin_ms / 1000))
         return jobs
 
     def _gather(self, jobs: list[Job]) -> list[Job]:

@@ -211,3 +211,19 @@ def test_a_batch_settles_after_redis_lost_its_scripts(redis: Redis, settings: Se
     assert bus.settle_many(calls) == [1, 2, 3]
     assert bus.settle_many(calls) == [-1, -1, -1]  # settled already: published once
     assert [seq for seq, _ in results(redis, names, "sessionH1")] == [1, 2, 3]
+
+
+def test_a_spinning_read_takes_an_entry_that_arrives_and_still_times_out(redis: Redis, settings: Settings) -> None:
+    names = RedisNames(settings.redis.prefix)
+    bus = WorkerBus(redis, names, settings.bus, "text", "spinner")
+    bus.ensure_group()
+    threading.Timer(0.02, lambda: enqueue(redis, names, "sessionI1", "soon", "i1")).start()
+    [job] = bus.read_new(5_000, spin_s=0.2)  # arrives while it polls
+    assert job.task is not None and job.task.client_id == "i1"
+    threading.Timer(0.3, lambda: enqueue(redis, names, "sessionI1", "later", "i2")).start()
+    [job] = bus.read_new(5_000, spin_s=0.05)  # arrives after the polling, while it blocks
+    assert job.task is not None and job.task.client_id == "i2"
+    started = time.monotonic()
+    assert bus.read_new(200, spin_s=0.05) == []  # nothing: the blocking read's timeout still ends it
+    assert time.monotonic() - started < 2
+    assert bus.read_new(None) == []  # the connection was handed back clean
