@@ -178,6 +178,7 @@ class WorkerBus:
         self.kind, self.consumer = kind, consumer
         self.stream, self.group = names.tasks(kind), names.group(kind)
         self._settle = redis.register_script(SETTLE_LUA)
+        self._client_ids: dict[int, tuple[Any, int]] = {}
 
     def ensure_group(self) -> None:
         """Create the consumer group (and the stream) unless it exists: safe for replicas starting together."""
@@ -187,23 +188,24 @@ class WorkerBus:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def read_new(self, block_ms: int | None, count: int | None = None, spin_s: float = 0.0) -> list[Job]:
-        """Up to ``count`` (default: the batch size) new entries; ``block_ms`` None returns at once.
+    def read_new(
+        self, block_ms: int | None, count: int | None = None, *, spin_s: float = 0.0, wait_s: float | None = None
+    ) -> list[Job]:
+        """Up to ``count`` (default: the batch size) new entries.
 
-        With ``spin_s``, a blocking read first polls its socket for that long, yielding the CPU to
-        anything else runnable, and only then sleeps in the kernel (see WorkerSettings.spin_ms).
+        ``block_ms`` None answers at once; otherwise the read blocks until an entry comes. With ``spin_s`` it
+        first polls its socket that long, yielding the CPU to anything else runnable, before it sleeps (see
+        WorkerSettings.spin_ms). With ``wait_s`` it gives up after that long to the microsecond: Redis
+        times a BLOCK out only on its ~100 ms clock, so the read is ended with CLIENT UNBLOCK.
         """
+        count = count or self.settings.batch_size
         try:
-            if spin_s > 0 and block_ms is not None:
-                reply = self._spin_read(block_ms, count or self.settings.batch_size, spin_s)
-            else:
+            if block_ms is None or (spin_s <= 0 and wait_s is None):
                 reply = self.redis.xreadgroup(
-                    self.group,
-                    self.consumer,
-                    {self.stream: ">"},
-                    count=count or self.settings.batch_size,
-                    block=block_ms,
+                    self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms
                 )
+            else:
+                reply = self._blocking_read(block_ms, count, spin_s, wait_s)
         except ResponseError as exc:
             if "NOGROUP" in str(exc):
                 raise NoGroupError(f"stream {self.stream} or group {self.group} is gone") from exc
@@ -211,26 +213,18 @@ class WorkerBus:
         streams = cast(list[tuple[bytes, Entries]], reply or [])
         return [parse_job(eid, fields, 1) for _, entries in streams for eid, fields in entries]
 
-    def _spin_read(self, block_ms: int, count: int, spin_s: float) -> Any:
+    def _blocking_read(self, block_ms: int, count: int, spin_s: float, wait_s: float | None) -> Any:
         pool = self.redis.connection_pool
         conn = pool.get_connection()
         try:
-            conn.send_command(  # type: ignore[no-untyped-call]
-                "XREADGROUP",
-                "GROUP",
-                self.group,
-                self.consumer,
-                "COUNT",
-                count,
-                "BLOCK",
-                block_ms,
-                "STREAMS",
-                self.stream,
-                ">",
-            )
-            deadline = time.monotonic() + spin_s
-            while not conn.can_read(timeout=0) and time.monotonic() < deadline:
+            client_id = self._client_id(conn) if wait_s is not None else 0
+            started = time.monotonic()
+            args = ("XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count, "BLOCK", block_ms)
+            conn.send_command(*args, "STREAMS", self.stream, ">")  # type: ignore[no-untyped-call]
+            while spin_s > 0 and not conn.can_read(timeout=0) and time.monotonic() - started < spin_s:
                 os.sched_yield()
+            if wait_s is not None and not conn.can_read(timeout=max(0.0, started + wait_s - time.monotonic())):
+                self.redis.client_unblock(client_id)  # the read answers now: with nothing, or what just came
             return self.redis.parse_response(conn, "XREADGROUP")  # type: ignore[no-untyped-call]
         except BaseException:
             # a reply may still be on its way: never hand this connection out again
@@ -238,6 +232,16 @@ class WorkerBus:
             raise
         finally:
             pool.release(conn)
+
+    def _client_id(self, conn: Any) -> int:
+        """Redis's id for this connection (asked once per socket: a reconnect gets a new one)."""
+        sock = conn._sock
+        known = self._client_ids.get(id(conn))
+        if known is None or known[0] is not sock:
+            conn.send_command("CLIENT", "ID")
+            known = (sock, int(conn.read_response()))
+            self._client_ids[id(conn)] = known
+        return known[1]
 
     def reclaim(self) -> list[Job]:
         """Take over entries idle longer than ``reclaim_idle_ms`` (their worker died or hangs)."""

@@ -34,9 +34,6 @@ from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-BATCH_POLL_S = 0.0005
-"""How often a worker looks for the rest of a batch it is gathering."""
-
 
 @dataclass
 class Outcome:
@@ -122,14 +119,16 @@ class Worker:
     def _gather(self, jobs: list[Job]) -> list[Job]:
         """Top up a short batch: clients answered by the last batch of n tend to send their next
         messages within a few ms of each other, and one batch of n costs the model much less than n
-        batches of one. Redis times out a BLOCK only every ~100 ms, so this polls."""
+        batches of one."""
         want = min(self._last_batch, self.settings.bus.batch_size)
         wait_s = self.settings.bus.batch_wait_ms / 1000
         if jobs and len(jobs) < want and wait_s > 0:
             deadline = time.monotonic() + wait_s
-            while len(jobs) < want and time.monotonic() < deadline:
-                time.sleep(BATCH_POLL_S)
-                jobs += self.bus.read_new(None, count=want - len(jobs))
+            while len(jobs) < want and (left := deadline - time.monotonic()) > 0:
+                more = self.bus.read_new(1_000, count=want - len(jobs), wait_s=left)
+                if not more:
+                    break
+                jobs += more
         if jobs:
             self._last_batch = len(jobs)
         return jobs

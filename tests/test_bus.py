@@ -227,3 +227,20 @@ def test_a_spinning_read_takes_an_entry_that_arrives_and_still_times_out(redis: 
     assert bus.read_new(200, spin_s=0.05) == []  # nothing: the blocking read's timeout still ends it
     assert time.monotonic() - started < 2
     assert bus.read_new(None) == []  # the connection was handed back clean
+
+
+def test_a_read_with_a_wait_ends_on_time_and_keeps_what_arrives(redis: Redis, settings: Settings) -> None:
+    names = RedisNames(settings.redis.prefix)
+    bus = WorkerBus(redis, names, settings.bus, "text", "waiter")
+    bus.ensure_group()
+    started = time.monotonic()
+    assert bus.read_new(5_000, wait_s=0.03) == []
+    assert time.monotonic() - started < 0.09  # Redis alone would time a BLOCK out on its ~100 ms clock
+    threading.Timer(0.01, lambda: enqueue(redis, names, "sessionJ1", "in time", "j1")).start()
+    [job] = bus.read_new(5_000, wait_s=2.0)
+    assert job.task is not None and job.task.client_id == "j1"
+    for _ in range(20):  # the same connection, unblocked again and again, stays usable
+        assert bus.read_new(5_000, wait_s=0.001) == []
+    enqueue(redis, names, "sessionJ1", "waiting", "j2")
+    [job] = bus.read_new(5_000, wait_s=0.001)
+    assert job.task is not None and job.task.client_id == "j2"
