@@ -55,7 +55,7 @@ def run_text_scaling(args: argparse.Namespace) -> dict[str, Any]:
     Both stacks and both bare processes start first and wait idle; each round then measures the four in
     a rotated order, so that load from elsewhere on the machine falls on all four alike.
     """
-    from scripts.stack import Stack
+    from scripts.stack import Stack, drop_keys
 
     texts = sentences(args.data)
     connections = args.connections[0]
@@ -89,6 +89,7 @@ def run_text_scaling(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             for stack in stacks.values():
                 stack.close()
+                drop_keys(args.redis_url, stack.env["EXPR_REDIS__PREFIX"])  # what the run wrote
             if bare is not None:
                 bare.close()
     mean = {name: round(statistics.fmean(values), 2) for name, values in measured.items()}
@@ -112,7 +113,7 @@ def run_text_scaling(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_vision(args: argparse.Namespace) -> dict[str, Any]:
-    from scripts.stack import Stack
+    from scripts.stack import Stack, drop_keys
 
     frames = vision_load.frame_sets(args.data)
     with tempfile.TemporaryDirectory() as logs:
@@ -126,6 +127,7 @@ def run_vision(args: argparse.Namespace) -> dict[str, Any]:
             runs = asyncio.run(vision_load.measure(url, pipeline, frames, args))
         finally:
             stack.close()
+            drop_keys(args.redis_url, stack.env["EXPR_REDIS__PREFIX"])  # what the run wrote
     return vision_load.report(runs, args.replicas)
 
 
