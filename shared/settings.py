@@ -34,9 +34,10 @@ class BusSettings(BaseModel):
     """How long a worker blocks waiting for new entries before it does housekeeping."""
     batch_size: int = Field(16, ge=1)
     """Most entries a worker reads (and its model runs) at once."""
-    batch_wait_ms: float = Field(6.0, ge=0)
-    """A worker whose last batch held n > 1 entries waits up to this long for n before running the next
-    (0: never wait). Under concurrent load this keeps batches whole; a lone client never waits."""
+    batch_wait_ms: float = Field(12.0, ge=0)
+    """A worker whose last batch held n > 1 entries waits for n before running the next: at most this
+    long, and at most half of what that batch took to run (0: never wait). Under concurrent load this
+    keeps batches whole; a lone client never waits."""
     max_queue_depth: int = Field(10_000, ge=1)
     """The gateway refuses new work (typed ``overloaded`` error) past this backlog per task stream."""
     turn_max_items: int = Field(64, ge=1)

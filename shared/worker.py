@@ -68,6 +68,7 @@ class Worker:
         self._next_beat = 0.0
         self._next_reclaim = 0.0
         self._last_batch = 1
+        self._last_model_s = 0.0
 
     def run(self, burst: bool = False) -> int:
         """Serve until :meth:`stop` (or, with ``burst``, until the stream is drained). Returns entries settled."""
@@ -119,9 +120,10 @@ class Worker:
     def _gather(self, jobs: list[Job]) -> list[Job]:
         """Top up a short batch: clients answered by the last batch of n tend to send their next
         messages within a few ms of each other, and one batch of n costs the model much less than n
-        batches of one."""
+        batches of one. The wait is at most half of what the last batch took, so small batches of a
+        fast model never wait long."""
         want = min(self._last_batch, self.settings.bus.batch_size)
-        wait_s = self.settings.bus.batch_wait_ms / 1000
+        wait_s = min(self.settings.bus.batch_wait_ms / 1000, self._last_model_s / 2)
         if jobs and len(jobs) < want and wait_s > 0:
             deadline = time.monotonic() + wait_s
             while len(jobs) < want and (left := deadline - time.monotonic()) > 0:
@@ -160,6 +162,7 @@ class Worker:
             self._failed(jobs[0], exc)
             return
         model_ms = (time.perf_counter() - started) * 1000
+        self._last_model_s = model_ms / 1000
         calls = []
         for job, outcome in zip(jobs, outcomes, strict=True):
             assert job.task is not None

@@ -159,24 +159,31 @@ def test_gateway_refuses_work_past_the_backlog_limit(redis_url: str, settings: S
 
 
 class BatchRecorder(EchoHandler):
-    def __init__(self) -> None:
+    """Records batch sizes; each batch takes ``seconds`` (a model's time)."""
+
+    def __init__(self, seconds: float) -> None:
         super().__init__()
+        self.seconds = seconds
         self.sizes: list[int] = []
 
     def handle(self, jobs: Sequence[Job]) -> list[Outcome]:
         self.sizes.append(len(jobs))
+        time.sleep(self.seconds)
         return super().handle(jobs)
 
 
-@pytest.mark.parametrize(("first", "trickle", "expected"), [(4, 4, [4, 4]), (1, 2, [1, 1, 1])])
+@pytest.mark.parametrize(
+    ("seconds", "first", "trickle", "expected"),
+    [(1.0, 4, 4, [4, 4]), (1.0, 1, 2, [1, 1, 1]), (0.0, 4, 2, [4, 1, 1])],
+)
 def test_worker_gathers_a_batch_as_large_as_its_last(
-    redis: Redis, settings: Settings, first: int, trickle: int, expected: list[int]
+    redis: Redis, settings: Settings, seconds: float, first: int, trickle: int, expected: list[int]
 ) -> None:
     """After a batch of n, entries trickling in are gathered into one batch of n; after a batch of one
-    (a lone client) the worker never waits."""
+    (a lone client) the worker never waits, nor when the last batch took no time to run."""
     settings = settings.model_copy(update={"bus": settings.bus.model_copy(update={"batch_wait_ms": 2000})})
     names = RedisNames(settings.redis.prefix)
-    handler = BatchRecorder()
+    handler = BatchRecorder(seconds)
     worker = Worker(handler, redis, settings)
     for i in range(first):
         enqueue(redis, names, "sessionG1", f"first {i}", f"f{i}")
