@@ -66,11 +66,16 @@ async def drive(
     url: str, texts: list[str], connections: int, duration: float, rate: float = 0.0, start_at: int = 0
 ) -> dict[str, Any]:
     """Connection k sends texts[start_at + k * 997], then the next ones in order."""
-    out: dict[str, Any] = {"latencies": [], "plumbing": [], "errors": 0, "lost": 0}
+    out = new_tally()
     start = time.perf_counter()
     deadline = start + duration
     await asyncio.gather(*(_client(url, texts, start_at + k * 997, deadline, rate, out) for k in range(connections)))
     return report(out, duration, connections)
+
+
+def new_tally() -> dict[str, Any]:
+    """What clients add their measurements to."""
+    return {"latencies": [], "plumbing": [], "errors": 0, "lost": 0}
 
 
 def report(out: dict[str, Any], duration: float, connections: int) -> dict[str, Any]:
@@ -107,21 +112,16 @@ def overhead_rounds(url: str, texts: list[str], rounds: int, seconds: float) -> 
     model = load_bare_model()
     bare_latencies(model, texts[:20])  # warm-up
     asyncio.run(drive(url, texts, 1, 2))
-    pipeline: dict[str, Any] = {"latencies": [], "plumbing": [], "errors": 0, "lost": 0}
+    pipeline = new_tally()  # every round adds to it
     bare: list[float] = []
     per_round = []
     for r in range(rounds):
-        offset = r * 1000 % len(texts)
-        out: dict[str, Any] = {"latencies": [], "plumbing": [], "errors": 0, "lost": 0}
-        asyncio.run(_drive_into(url, texts, seconds, offset, out))
-        sent = [texts[(offset + k) % len(texts)] for k in range(len(out["latencies"]))]
-        round_bare = bare_latencies(model, sent)
-        for key in ("latencies", "plumbing"):
-            pipeline[key] += out[key]
-        pipeline["errors"] += out["errors"]
-        pipeline["lost"] += out["lost"]
+        offset, before = r * 1000 % len(texts), len(pipeline["latencies"])
+        asyncio.run(_client(url, texts, offset, time.perf_counter() + seconds, 0.0, pipeline))
+        latencies = pipeline["latencies"][before:]
+        round_bare = bare_latencies(model, [texts[(offset + k) % len(texts)] for k in range(len(latencies))])
         bare += round_bare
-        p50, b50 = percentile(out["latencies"], 50), percentile(round_bare, 50)
+        p50, b50 = percentile(latencies, 50), percentile(round_bare, 50)
         per_round.append(
             {"e2e_p50_ms": round(p50, 3), "bare_p50_ms": round(b50, 3), "overhead_ms": round(p50 - b50, 3)}
         )
@@ -133,10 +133,6 @@ def overhead_rounds(url: str, texts: list[str], rounds: int, seconds: float) -> 
         "rounds": per_round,
         "p50_overhead_ms": round(result["p50_ms"] - bare_summary["p50_ms"], 3),
     }
-
-
-async def _drive_into(url: str, texts: list[str], seconds: float, offset: int, out: dict[str, Any]) -> None:
-    await _client(url, texts, offset, time.perf_counter() + seconds, 0.0, out)
 
 
 def _bare_process(texts: list[str], commands: Any, answers: Any) -> None:
