@@ -60,8 +60,9 @@ class WorkerSettings(BaseModel):
     threads: int = Field(1, ge=1)
     """Threads the model library may use per worker process (scale with replicas, not threads)."""
     spin_ms: float = Field(0.0, ge=0)
-    """After a batch, a worker polls for the next entry this long (yielding the CPU to anything else
-    runnable) before it sleeps: the core stays awake for a client that answers quickly."""
+    """After a batch of one, a worker polls for the next entry this long (yielding the CPU to anything
+    else runnable) before it sleeps: the core stays awake for a client that answers quickly. After a
+    larger batch (the worker is busy) it does not spin: the CPU is better left to the other processes."""
 
 
 class LimitSettings(BaseModel):

@@ -114,7 +114,9 @@ class Worker:
                 if burst
                 else min(self.settings.bus.block_ms, int(self.settings.worker.heartbeat_interval_s * 1000))
             )
-            jobs = self._gather(self.bus.read_new(block, spin_s=self.settings.worker.spin_ms / 1000))
+            # spin only while traffic is light (last batch of one): under load the CPU is better spent elsewhere
+            spin_s = self.settings.worker.spin_ms / 1000 if self._last_batch == 1 else 0.0
+            jobs = self._gather(self.bus.read_new(block, spin_s=spin_s))
         return jobs
 
     def _gather(self, jobs: list[Job]) -> list[Job]:

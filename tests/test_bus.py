@@ -251,3 +251,34 @@ def test_a_read_with_a_wait_ends_on_time_and_keeps_what_arrives(redis: Redis, se
     enqueue(redis, names, "sessionJ1", "waiting", "j2")
     [job] = bus.read_new(5_000, wait_s=0.001)
     assert job.task is not None and job.task.client_id == "j2"
+
+
+def test_worker_spins_only_after_a_batch_of_one(redis: Redis, settings: Settings) -> None:
+    """Spinning buys latency for a lone client; under load (batches of several) the CPU is worth more."""
+    settings = settings.model_copy(update={"worker": settings.worker.model_copy(update={"spin_ms": 40.0})})
+    names = RedisNames(settings.redis.prefix)
+    worker = Worker(EchoHandler(), redis, settings)
+    spins: list[float] = []
+    read_new = worker.bus.read_new
+
+    def recording_read(block_ms: int | None, count: int | None = None, **kwargs: float) -> list[Job]:
+        if "spin_s" in kwargs:  # the first read of a cycle (gathering reads pass wait_s instead)
+            spins.append(kwargs["spin_s"])
+        return read_new(block_ms, count, **kwargs)
+
+    worker.bus.read_new = recording_read  # type: ignore[method-assign,assignment]
+    for i in range(3):
+        enqueue(redis, names, "sessionK1", f"together {i}", f"k{i}")
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: len(results(redis, names, "sessionK1")) == 3, 15, "the batch of three")
+        enqueue(redis, names, "sessionK1", "alone", "k3")
+        wait_until(lambda: len(results(redis, names, "sessionK1")) == 4, 15, "the batch of one")
+        wait_until(lambda: len(spins) >= 3, 15, "the read after the batch of one")
+    finally:
+        worker.stop()
+        thread.join(5)
+    assert spins[0] == 0.04  # before any batch the worker counts as lightly loaded
+    assert spins[1] == 0.0  # after the batch of three
+    assert spins[2] == 0.04  # after the batch of one
