@@ -67,3 +67,13 @@ class RedisNames:
     def pattern(self) -> str:
         """Glob matching every key under this prefix (for clean-up in tests)."""
         return f"{self.prefix}:*"
+
+
+def consumer_name(host: str, pid: int, suffix: str) -> str:
+    """A worker's name in its consumer group and heartbeats: ``<host>-<pid>-<suffix>``."""
+    return f"{host}-{pid}-{suffix}"
+
+
+def consumer_host(consumer: str) -> str:
+    """The host part of :func:`consumer_name` (a container's hostname: one replica)."""
+    return consumer.rsplit("-", 2)[0]

@@ -28,7 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import logs
 from shared.bus import Job, WorkerBus, session_of
-from shared.names import RedisNames
+from shared.names import RedisNames, consumer_name
 from shared.schema import ErrorResult, Result, Task, Timing, TurnTask
 from shared.settings import Settings, get_settings
 
@@ -61,7 +61,7 @@ class Handler(Protocol):
 class Worker:
     def __init__(self, handler: Handler, redis: Redis, settings: Settings, consumer: str | None = None):
         self.handler, self.settings = handler, settings
-        consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        consumer = consumer or consumer_name(socket.gethostname(), os.getpid(), uuid.uuid4().hex[:6])
         self.bus = WorkerBus(redis, RedisNames(settings.redis.prefix), settings.bus, handler.kind, consumer)
         self.stopping = False
         self.processed = 0

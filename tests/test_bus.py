@@ -11,7 +11,8 @@ from redis import Redis
 
 from scripts.stack import wait_until
 from shared.bus import Job, WorkerBus
-from shared.names import RedisNames
+from shared.healthcheck import worker_alive
+from shared.names import RedisNames, consumer_host, consumer_name
 from shared.schema import RESULT_ADAPTER, ErrorResult, TextEmotionResult, TextTask
 from shared.settings import Settings
 from shared.worker import Outcome, Worker
@@ -282,3 +283,20 @@ def test_worker_spins_only_after_a_batch_of_one(redis: Redis, settings: Settings
     assert spins[0] == 0.04  # before any batch the worker counts as lightly loaded
     assert spins[1] == 0.0  # after the batch of three
     assert spins[2] == 0.04  # after the batch of one
+
+
+def test_healthcheck_asks_for_a_heartbeat_from_this_replica(redis: Redis, settings: Settings) -> None:
+    """In a container the hostname is the replica's own: a sibling's heartbeat does not make it healthy."""
+    names = RedisNames(settings.redis.prefix)
+    ttl = settings.worker.heartbeat_ttl_s
+    sibling = WorkerBus(redis, names, settings.bus, "text", consumer_name("c0ffee000002", 7, "a1b2c3"))
+    sibling.heartbeat()
+    assert worker_alive(redis, names, "text", ttl, "c0ffee000002")
+    assert not worker_alive(redis, names, "text", ttl, "c0ffee000001")  # only its sibling beats
+    assert not worker_alive(redis, names, "vision", ttl, "c0ffee000002")  # another kind
+    mine = WorkerBus(redis, names, settings.bus, "text", consumer_name("c0ffee000001", 7, "d4e5f6"))
+    mine.heartbeat()
+    assert worker_alive(redis, names, "text", ttl, "c0ffee000001")
+    redis.zadd(names.workers_alive("text"), {mine.consumer: time.time() - ttl - 1})  # it stopped beating
+    assert not worker_alive(redis, names, "text", ttl, "c0ffee000001")
+    assert consumer_host(consumer_name("my-host-name", 12, "abc123")) == "my-host-name"
