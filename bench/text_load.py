@@ -19,8 +19,11 @@ def sentences(data: Path, count: int = 2000) -> list[str]:
     return texts[:count]
 
 
-async def _client(url: str, texts: list[str], offset: int, deadline: float, rate: float, out: dict[str, Any]) -> None:
-    """One connection: closed loop (the next message when the result arrives) or, with ``rate``, open loop."""
+async def _client(
+    url: str, texts: list[str], offset: int, deadline: float, rate: float, out: dict[str, Any], count_from: float = 0.0
+) -> None:
+    """One connection: closed loop (the next message when the result arrives) or, with ``rate``, open loop.
+    Results that arrive before ``count_from`` (warm-up) or after ``deadline`` are not counted."""
     async with connect(url, compression=None, max_size=None) as ws:
         await ws.recv()  # the session message
         sent: dict[str, float] = {}
@@ -37,7 +40,7 @@ async def _client(url: str, texts: list[str], offset: int, deadline: float, rate
                 started = sent.pop(str(result.get("id")), None)
                 if result["type"] == "error":
                     out["errors"] += 1
-                elif started is not None and time.perf_counter() <= deadline:
+                elif started is not None and count_from <= time.perf_counter() <= deadline:
                     elapsed = (time.perf_counter() - started) * 1000
                     out["latencies"].append(elapsed)
                     out["plumbing"].append(elapsed - result["timing"]["model_ms"])
@@ -63,13 +66,22 @@ async def _client(url: str, texts: list[str], offset: int, deadline: float, rate
 
 
 async def drive(
-    url: str, texts: list[str], connections: int, duration: float, rate: float = 0.0, start_at: int = 0
+    url: str,
+    texts: list[str],
+    connections: int,
+    duration: float,
+    rate: float = 0.0,
+    start_at: int = 0,
+    warmup: float = 0.0,
 ) -> dict[str, Any]:
-    """Connection k sends texts[start_at + k * 997], then the next ones in order."""
+    """Connection k sends texts[start_at + k * 997], then the next ones in order. The first ``warmup``
+    seconds (connecting, the pipeline filling up) are not counted; ``duration`` seconds after them are."""
     out = new_tally()
-    start = time.perf_counter()
-    deadline = start + duration
-    await asyncio.gather(*(_client(url, texts, start_at + k * 997, deadline, rate, out) for k in range(connections)))
+    count_from = time.perf_counter() + warmup
+    deadline = count_from + duration
+    await asyncio.gather(
+        *(_client(url, texts, start_at + k * 997, deadline, rate, out, count_from) for k in range(connections))
+    )
     return report(out, duration, connections)
 
 
