@@ -259,12 +259,12 @@ def test_worker_spins_only_after_a_batch_of_one(redis: Redis, settings: Settings
     settings = settings.model_copy(update={"worker": settings.worker.model_copy(update={"spin_ms": 40.0})})
     names = RedisNames(settings.redis.prefix)
     worker = Worker(EchoHandler(), redis, settings)
-    spins: list[float] = []
+    spins: dict[int, set[float]] = {}  # entries settled so far -> the spins of the reads made then
     read_new = worker.bus.read_new
 
     def recording_read(block_ms: int | None, count: int | None = None, **kwargs: float) -> list[Job]:
         if "spin_s" in kwargs:  # the first read of a cycle (gathering reads pass wait_s instead)
-            spins.append(kwargs["spin_s"])
+            spins.setdefault(worker.processed, set()).add(kwargs["spin_s"])
         return read_new(block_ms, count, **kwargs)
 
     worker.bus.read_new = recording_read  # type: ignore[method-assign,assignment]
@@ -274,15 +274,16 @@ def test_worker_spins_only_after_a_batch_of_one(redis: Redis, settings: Settings
     thread.start()
     try:
         wait_until(lambda: len(results(redis, names, "sessionK1")) == 3, 15, "the batch of three")
+        wait_until(lambda: 3 in spins, 15, "a read after the batch of three")
         enqueue(redis, names, "sessionK1", "alone", "k3")
         wait_until(lambda: len(results(redis, names, "sessionK1")) == 4, 15, "the batch of one")
-        wait_until(lambda: len(spins) >= 3, 15, "the read after the batch of one")
+        wait_until(lambda: 4 in spins, 15, "a read after the batch of one")
     finally:
         worker.stop()
         thread.join(5)
-    assert spins[0] == 0.04  # before any batch the worker counts as lightly loaded
-    assert spins[1] == 0.0  # after the batch of three
-    assert spins[2] == 0.04  # after the batch of one
+    assert spins[0] == {0.04}  # before any batch the worker counts as lightly loaded
+    assert spins[3] == {0.0}  # every read after the batch of three, however many came up empty
+    assert spins[4] == {0.04}  # after the batch of one
 
 
 def test_healthcheck_asks_for_a_heartbeat_from_this_replica(redis: Redis, settings: Settings) -> None:
