@@ -14,6 +14,7 @@ from gateway.metrics import Metrics
 from gateway.relay import Relay
 from gateway.routes import audio, ops, text, vision
 from shared.bus import GatewayBus
+from shared.mux import MuxRedis
 from shared.names import RedisNames
 from shared.settings import Settings, get_settings
 
@@ -26,13 +27,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = settings.redis.url.get_secret_value()
-        redis = aioredis.Redis.from_url(url)
-        # its own connection: the relay's XREAD blocks for 5 s, as long as redis-py 8's default socket
-        # timeout, so a default client times out now and then, and the relay task dies of it
-        reader = aioredis.Redis.from_url(url, socket_timeout=None, socket_keepalive=True)
+        redis = aioredis.Redis.from_url(url)  # the rest: sessions forgotten, gallery, health
+        mux = MuxRedis(url)  # the hot path, shared by every socket: enqueue, post, the relay's wake-ups
+        reader = MuxRedis(url, timeout_s=None)  # the relay's own: its XREAD blocks
         names = RedisNames(settings.redis.prefix)
-        relay = Relay(reader, redis, names.wake(uuid.uuid4().hex[:12]))
-        bus = GatewayBus(redis, names, settings.bus)
+        relay = Relay(reader, mux, names.wake(uuid.uuid4().hex[:12]))
+        bus = GatewayBus(mux, names, settings.bus)
         app.state.context = GatewayContext(settings, redis, bus, relay, names, Metrics())
         relay_task = asyncio.create_task(relay.run())
         try:
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with suppress(asyncio.CancelledError):
                 await relay_task
             await reader.aclose()
+            await mux.aclose()
             await redis.aclose()
 
     app = FastAPI(

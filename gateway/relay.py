@@ -10,9 +10,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import cast
 
-from redis import asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared.mux import MuxRedis
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,11 @@ def parse_id(entry_id: bytes | str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    """A stream entry's fields as RESP2 gives them (field, value, field, value, ...) as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
 @dataclass(eq=False)
 class Subscription:
     key: str
@@ -33,7 +39,8 @@ class Subscription:
 
 
 class Relay:
-    def __init__(self, reader: aioredis.Redis, writer: aioredis.Redis, wake_key: str, block_ms: int = 5_000):
+    def __init__(self, reader: MuxRedis, writer: MuxRedis, wake_key: str, block_ms: int = 5_000):
+        """``reader`` is the relay's own connection (its XREAD blocks); ``writer`` any other."""
         self.reader, self.writer = reader, writer
         self.wake_key, self.block_ms = wake_key, block_ms
         self._wake_id = "0-0"
@@ -43,8 +50,8 @@ class Relay:
         """Queue every entry of ``key`` with an id after ``after`` ("0-0": from the start)."""
         sub = Subscription(key, parse_id(after))
         self._subs.setdefault(key, set()).add(sub)
-        await self.writer.xadd(self.wake_key, {"w": "1"}, maxlen=10, approximate=True)
-        await self.writer.expire(self.wake_key, 86_400)
+        await self.writer.execute("XADD", self.wake_key, "MAXLEN", "~", 10, "*", "w", "1")
+        await self.writer.execute("EXPIRE", self.wake_key, 86_400)
         return sub
 
     def unfollow(self, sub: Subscription) -> None:
@@ -61,12 +68,15 @@ class Relay:
     async def run(self) -> None:
         backoff = 0.1
         while True:
-            streams: dict[str, str] = {self.wake_key: self._wake_id}
+            keys, ids = [self.wake_key], [self._wake_id]
             for key, subs in self._subs.items():
                 ms, seq = min(sub.last_id for sub in subs)
-                streams[key] = f"{ms}-{seq}"
+                keys.append(key)
+                ids.append(f"{ms}-{seq}")
             try:
-                reply = await self.reader.xread(streams, count=1_000, block=self.block_ms)  # type: ignore[arg-type]
+                reply = await self.reader.execute(
+                    "XREAD", "COUNT", 1_000, "BLOCK", self.block_ms, "STREAMS", *keys, *ids
+                )
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
@@ -80,8 +90,11 @@ class Relay:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            for raw_key, entries in cast(list[tuple[bytes, list[Entry]]], reply or []):
-                self._dispatch(raw_key.decode(), entries)
+            for raw_key, entries in cast(list[tuple[bytes, list[tuple[bytes, list[bytes]]]]], reply or []):
+                self._dispatch(
+                    raw_key.decode(),
+                    [(eid, dict(zip(flat[::2], flat[1::2], strict=True))) for eid, flat in entries if flat],
+                )
             if reply:
                 await asyncio.sleep(0)  # let the sockets send what just arrived before the next read is built
 

@@ -19,6 +19,7 @@ same script. So one replica at a time works on a session, in order; any replica 
 a replica that dies mid-turn leaves cursor and state untouched for the one that reclaims the turn.
 """
 
+import asyncio
 import json
 import os
 import time
@@ -28,9 +29,9 @@ from typing import Any, cast
 
 from pydantic import BaseModel, ValidationError
 from redis import Redis
-from redis import asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
 
+from shared.mux import Arg, MuxRedis, MuxScript
 from shared.names import RedisNames
 from shared.schema import FEED_TYPES, SESSION_KINDS, TASK_ADAPTER, ErrorCode, ErrorResult, Result, Task, TurnTask
 from shared.settings import BusSettings
@@ -385,16 +386,16 @@ class WorkerBus:
 
 
 class GatewayBus:
-    """The gateway's side of the bus (asyncio)."""
+    """The gateway's side of the bus (asyncio), over one multiplexed connection (see shared/mux.py)."""
 
-    def __init__(self, redis: aioredis.Redis, names: RedisNames, settings: BusSettings):
+    def __init__(self, redis: MuxRedis, names: RedisNames, settings: BusSettings):
         self.redis, self.names, self.settings = redis, names, settings
-        self._enqueue = redis.register_script(ENQUEUE_LUA)
-        self._post = redis.register_script(POST_LUA)
+        self._enqueue = MuxScript(redis, ENQUEUE_LUA)
+        self._post = MuxScript(redis, POST_LUA)
 
     async def enqueue(self, task: Task, data: bytes = b"") -> bool:
         """Append ``task`` to its stream; False when the backlog is full (the caller answers ``overloaded``)."""
-        args: list[str | bytes | int] = [self.settings.max_queue_depth, task.model_dump_json(), data]
+        args: list[Arg] = [self.settings.max_queue_depth, task.model_dump_json(), data]
         return bool(await self._enqueue(keys=[self.names.tasks(task.kind)], args=args))
 
     async def post(
@@ -414,7 +415,7 @@ class GatewayBus:
             self.names.turn_flag(session_id, kind),
             self.names.tasks(kind),
         ]
-        args: list[str | bytes | int] = [
+        args: list[Arg] = [
             item.model_dump_json(),
             data,
             keep_latest,
@@ -426,19 +427,19 @@ class GatewayBus:
         return int(number) if number else None
 
     async def queue_depths(self, kinds: tuple[str, ...]) -> dict[str, dict[str, int]]:
-        pipe = self.redis.pipeline(transaction=False)
+        calls = []
         for kind in kinds:
-            pipe.xlen(self.names.tasks(kind))
-            pipe.xlen(self.names.dead_letters(kind))
-        values = await pipe.execute()
+            calls += [
+                self.redis.execute("XLEN", self.names.tasks(kind)),
+                self.redis.execute("XLEN", self.names.dead_letters(kind)),
+            ]
+        values = await asyncio.gather(*calls)
         return {
             kind: {"backlog": int(values[2 * i]), "dead_letters": int(values[2 * i + 1])}
             for i, kind in enumerate(kinds)
         }
 
     async def workers_alive(self, kinds: tuple[str, ...], ttl_s: float) -> dict[str, int]:
-        now = time.time()
-        pipe = self.redis.pipeline(transaction=False)
-        for kind in kinds:
-            pipe.zcount(self.names.workers_alive(kind), now - ttl_s, "+inf")
-        return dict(zip(kinds, [int(v) for v in await pipe.execute()], strict=True))
+        since = time.time() - ttl_s
+        calls = [self.redis.execute("ZCOUNT", self.names.workers_alive(kind), since, "+inf") for kind in kinds]
+        return dict(zip(kinds, [int(v) for v in await asyncio.gather(*calls)], strict=True))

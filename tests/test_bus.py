@@ -142,12 +142,11 @@ def test_entry_that_is_not_a_task_gets_a_typed_error_without_retry(redis: Redis,
 def test_gateway_refuses_work_past_the_backlog_limit(redis_url: str, settings: Settings, depth: int) -> None:
     import asyncio
 
-    from redis import asyncio as aioredis
-
     from shared.bus import GatewayBus
+    from shared.mux import MuxRedis
 
     async def fill() -> list[bool]:
-        client = aioredis.Redis.from_url(redis_url)
+        client = MuxRedis(redis_url)
         bus = GatewayBus(
             client, RedisNames(settings.redis.prefix), settings.bus.model_copy(update={"max_queue_depth": depth})
         )

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel
 from redis import Redis
-from redis import asyncio as aioredis
 
 from scripts.stack import wait_until
 from shared.bus import GatewayBus, Job, WorkerBus
+from shared.mux import MuxRedis
 from shared.names import RedisNames
 from shared.schema import ErrorResult
 from shared.settings import Settings
@@ -43,7 +43,7 @@ def post_all(
     redis_url: str, settings: Settings, session: str, texts: list[str], keep_latest: int = 0
 ) -> list[int | None]:
     async def run() -> list[int | None]:
-        client = aioredis.Redis.from_url(redis_url)
+        client = MuxRedis(redis_url)
         bus = GatewayBus(client, RedisNames(settings.redis.prefix), settings.bus)
         numbers = [await bus.post("audio", session, Chunk(text=t), b"", keep_latest=keep_latest) for t in texts]
         await client.aclose()
@@ -122,7 +122,7 @@ def test_keep_latest_skips_stale_items_and_numbers_show_how_many(
 
 def test_pending_limit_refuses_instead_of_dropping(redis: Redis, redis_url: str, settings: Settings) -> None:
     async def run() -> list[int | None]:
-        client = aioredis.Redis.from_url(redis_url)
+        client = MuxRedis(redis_url)
         bus = GatewayBus(client, RedisNames(settings.redis.prefix), settings.bus)
         numbers = [await bus.post("audio", "sessionT5", Chunk(text="z"), b"", max_pending=3) for _ in range(5)]
         await client.aclose()
