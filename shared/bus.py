@@ -245,18 +245,6 @@ class WorkerBus:
             self._client_ids[id(conn)] = known
         return known[1]
 
-    def fair_share(self, mine: int) -> int:
-        """How many entries this replica's next batch should hold for busy replicas to share the work
-        evenly: (its last batch + the entries other replicas hold now) / (1 + the replicas holding some).
-
-        Without it, closed-loop clients answered by a replica send their next messages while the other
-        replicas are busy, so that replica gathers them all again: a 7/3 split, once it happens, stays.
-        """
-        summary = self.redis.xpending(self.stream, self.group)
-        me = self.consumer.encode()
-        others = [int(c["pending"]) for c in summary.get("consumers") or [] if c["name"] != me and c["pending"]]
-        return max(1, -(-(mine + sum(others)) // (1 + len(others))))
-
     def reclaim(self) -> list[Job]:
         """Take over entries idle longer than ``reclaim_idle_ms`` (their worker died or hangs)."""
         _, entries, _deleted = self.redis.xautoclaim(
@@ -396,8 +384,7 @@ class WorkerBus:
 
     def leave(self) -> None:
         """Stop beating, and leave the consumer group unless entries are still pending for this replica
-        (a live replica reclaims those): the group's consumer list, which :meth:`fair_share` reads, does
-        not grow with every restart."""
+        (a live replica reclaims those), so that the group's consumer list does not grow with every restart."""
         self.redis.zrem(self.names.workers_alive(self.kind), self.consumer)
         with suppress(ResponseError):  # the stream or group is gone already (NoGroupError)
             if not self.redis.xpending_range(self.stream, self.group, "-", "+", 1, consumername=self.consumer):

@@ -123,12 +123,10 @@ class Worker:
         """Top up a short batch: clients answered by the last batch of n tend to send their next
         messages within a few ms of each other, and one batch of n costs the model much less than n
         batches of one. The wait is at most half of what the last batch took, so small batches of a
-        fast model never wait long. With other replicas busy, it gathers no more than its fair share
-        (see WorkerBus.fair_share), so the replicas' batches even out."""
+        fast model never wait long."""
         want = min(self._last_batch, self.settings.bus.batch_size)
         wait_s = min(self.settings.bus.batch_wait_ms / 1000, self._last_model_s / 2)
         if jobs and len(jobs) < want and wait_s > 0:
-            want = min(want, self.bus.fair_share(self._last_batch))  # no more than its share of the work
             deadline = time.monotonic() + wait_s
             while len(jobs) < want and (left := deadline - time.monotonic()) > 0:
                 more = self.bus.read_new(1_000, count=want - len(jobs), wait_s=left)

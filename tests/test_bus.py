@@ -201,33 +201,6 @@ def test_worker_gathers_a_batch_as_large_as_its_last(
     assert handler.sizes == expected
 
 
-def test_a_replica_gathers_no_more_than_its_share_while_another_is_busy(redis: Redis, settings: Settings) -> None:
-    """Replica A ran a batch of 8 while B holds 2: A gathers (8 + 2) / 2 = 5, and leaves the rest to B,
-    so a lopsided split between replicas evens out instead of repeating."""
-    settings = settings.model_copy(update={"bus": settings.bus.model_copy(update={"batch_wait_ms": 2000})})
-    names = RedisNames(settings.redis.prefix)
-    busy = WorkerBus(redis, names, settings.bus, "text", "replica-b")
-    busy.ensure_group()
-    for i in range(2):
-        enqueue(redis, names, "sessionK1", f"held {i}", f"k{i}")
-    b_batch = busy.read_new(None)
-    assert len(b_batch) == 2  # B's batch in progress: pending, not acknowledged
-    worker = Worker(EchoHandler(), redis, settings, consumer="replica-a")
-    worker._last_batch, worker._last_model_s = 8, 1.0  # as after a batch of 8 that took a second
-    assert worker.bus.fair_share(8) == 5
-    enqueue(redis, names, "sessionK1", "first", "a0")
-    first = worker.bus.read_new(None)
-    for i in range(1, 8):  # A's other clients answer one after another
-        threading.Timer(0.02 * i, enqueue, (redis, names, "sessionK1", f"next {i}", f"a{i}")).start()
-    gathered = worker._gather(first)
-    assert [job.task.client_id for job in gathered if job.task] == ["a0", "a1", "a2", "a3", "a4"]
-    wait_until(lambda: redis.xlen(names.tasks("text")) == 10, 5, "the last entries")
-    held_by_b = busy.read_new(None)
-    assert [job.task.client_id for job in held_by_b if job.task] == ["a5", "a6", "a7"]  # left for B
-    redis.xack(names.tasks("text"), names.group("text"), *[job.entry_id for job in b_batch + held_by_b])
-    assert worker.bus.fair_share(7) == 7  # no other replica holds anything: its own last batch
-
-
 def test_a_replica_that_stops_leaves_the_group_unless_it_holds_entries(redis: Redis, settings: Settings) -> None:
     settings = settings.model_copy(update={"bus": settings.bus.model_copy(update={"reclaim_idle_ms": 60_000})})
     names = RedisNames(settings.redis.prefix)
