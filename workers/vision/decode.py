@@ -40,7 +40,7 @@ def decode_rgb(data: bytes, max_pixels: int) -> np.ndarray:
         if width * height > max_pixels:
             raise InvalidImage(f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
         try:
-            # face_recognition turns this on when it is imported (for its own loader); we refuse truncated files.
+            # a process-wide Pillow switch that other libraries turn on (face_recognition does): refuse truncated files.
             ImageFile.LOAD_TRUNCATED_IMAGES = False
             image.load()
             upright = ImageOps.exif_transpose(image)

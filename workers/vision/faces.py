@@ -1,24 +1,25 @@
-"""Face detection and 128-d encodings (face_recognition / dlib) and gallery matching (numpy).
+"""Face detection and 128-d encodings (dlib) and gallery matching (numpy).
 
-``face_recognition`` loads all four dlib model files when it is imported, so the import happens in
-``FaceAnalyzer.__init__`` after every file has matched its pinned digest; importing this module
-(for ``match``, ``crop_face`` or ``Box``) loads no model and no dlib.
+dlib is imported and its model files loaded in ``FaceAnalyzer.__init__``, each after its file has
+matched its pinned digest; importing this module (for ``match``, ``crop_face`` or ``Box``) loads no
+model and no dlib. Only the models in use are loaded: the HOG detector (built into dlib), 5-point
+landmarks and the ResNet encoder, and the CNN detector on its first use. face_recognition's API, which
+this mirrors call for call, would also load dlib's 68-point landmark model (~100 MB, trained on data
+whose terms exclude commercial use) when imported; the service never loads it.
 
 Thread-safety: dlib's detector and shape predictor keep scratch state; use one ``FaceAnalyzer``
 from one thread at a time (a worker process loads one and calls it from its loop).
 """
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
-from types import ModuleType
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import cv2
 import numpy as np
 
 from workers.vision.interfaces import Box
-from workers.vision.weights import DLIB_MODELS
+from workers.vision.weights import DLIB_CNN_DETECTOR, DLIB_ENCODER, DLIB_LANDMARKS_5
 
 # Chosen with eval_vision on ../shared/data/faces; see docs/models-vision.md.
 DEFAULT_MATCH_THRESHOLD: Final = 0.6
@@ -53,20 +54,18 @@ class FaceAnalyzer:
     mapped back to the full image, and encodings are computed at full resolution.
     """
 
-    def __init__(
-        self, max_side: int = 1024, encoding_model: Literal["small", "large"] = "small", num_jitters: int = 1
-    ) -> None:
+    def __init__(self, max_side: int = 1024, num_jitters: int = 1) -> None:
         if max_side < 64:
             raise ValueError("max_side must be at least 64 pixels")
-        for weight in DLIB_MODELS:
-            weight.verified_path()
-        with warnings.catch_warnings():
-            # face_recognition_models imports pkg_resources, which warns on every import.
-            warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-            import face_recognition
-        self._api: ModuleType = face_recognition
+        landmarks, encoder = DLIB_LANDMARKS_5.verified_path(), DLIB_ENCODER.verified_path()
+        import dlib
+
+        self._dlib: Any = dlib
+        self._hog = dlib.get_frontal_face_detector()
+        self._cnn: Any = None  # loaded on first use
+        self._landmarks = dlib.shape_predictor(str(landmarks))
+        self._encoder = dlib.face_recognition_model_v1(str(encoder))
         self.max_side = max_side
-        self.encoding_model = encoding_model
         self.num_jitters = num_jitters
 
     def detect(self, image_rgb: np.ndarray, model: DetectorModel = "hog", upsample: int = 1) -> list[Box]:
@@ -77,8 +76,13 @@ class FaceAnalyzer:
         height, width = image.shape[:2]
         scale = min(1.0, self.max_side / max(height, width))
         small = image if scale == 1.0 else _resize(image, scale)
+        if model == "cnn" and self._cnn is None:
+            self._cnn = self._dlib.cnn_face_detection_model_v1(str(DLIB_CNN_DETECTOR.verified_path()))
+        found = [d.rect for d in self._cnn(small, upsample)] if model == "cnn" else self._hog(small, upsample)
         boxes = []
-        for top, right, bottom, left in self._api.face_locations(small, upsample, model):
+        for rect in found:
+            top, right = max(rect.top(), 0), min(rect.right(), small.shape[1])
+            bottom, left = min(rect.bottom(), small.shape[0]), max(rect.left(), 0)
             x0, y0 = max(0, math.floor(left / scale)), max(0, math.floor(top / scale))
             x1, y1 = min(width, math.ceil(right / scale)), min(height, math.ceil(bottom / scale))
             if x1 > x0 and y1 > y0:
@@ -89,11 +93,13 @@ class FaceAnalyzer:
         """One float64 array of shape (128,) per box, in order."""
         if not boxes:
             return []
-        locations = [(box.y, box.x + box.w, box.y + box.h, box.x) for box in boxes]
-        encodings = self._api.face_encodings(
-            _as_rgb(image_rgb), locations, num_jitters=self.num_jitters, model=self.encoding_model
-        )
-        return [np.asarray(encoding, dtype=np.float64) for encoding in encodings]
+        image = _as_rgb(image_rgb)
+        encodings = []
+        for box in boxes:
+            shape = self._landmarks(image, self._dlib.rectangle(box.x, box.y, box.x + box.w, box.y + box.h))
+            descriptor = self._encoder.compute_face_descriptor(image, shape, self.num_jitters)
+            encodings.append(np.asarray(descriptor, dtype=np.float64))
+        return encodings
 
 
 def person_distances(encoding: np.ndarray, gallery: Mapping[str, Sequence[np.ndarray]]) -> dict[str, float]:

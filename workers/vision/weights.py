@@ -45,26 +45,20 @@ FER_TORCH_CHECKPOINT = PinnedWeight(
     "d2789940007ee6175130fefd3ed9a523a1afa4475fbdafbf64f2948db6c29537",
 )
 
-# face_recognition_models 0.3.0: every file face_recognition loads when it is imported.
-DLIB_MODELS = (
-    PinnedWeight(
-        "face_recognition_models",
-        "models/dlib_face_recognition_resnet_model_v1.dat",
-        "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
-    ),
-    PinnedWeight(
-        "face_recognition_models",
-        "models/mmod_human_face_detector.dat",
-        "4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6",
-    ),
-    PinnedWeight(
-        "face_recognition_models",
-        "models/shape_predictor_5_face_landmarks.dat",
-        "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
-    ),
-    PinnedWeight(
-        "face_recognition_models",
-        "models/shape_predictor_68_face_landmarks.dat",
-        "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
-    ),
+# face_recognition_models 0.3.0 (dlib's model files; the package also ships the 68-point landmark
+# model, which the service never loads).
+DLIB_ENCODER = PinnedWeight(
+    "face_recognition_models",
+    "models/dlib_face_recognition_resnet_model_v1.dat",
+    "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+)
+DLIB_LANDMARKS_5 = PinnedWeight(
+    "face_recognition_models",
+    "models/shape_predictor_5_face_landmarks.dat",
+    "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+)
+DLIB_CNN_DETECTOR = PinnedWeight(
+    "face_recognition_models",
+    "models/mmod_human_face_detector.dat",
+    "4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6",
 )
