@@ -7,6 +7,11 @@
   python -m bench text-scaling --connections 10 --duration 60 --rounds 20
       starts its own gateways with 1 and 2 text replicas (private Redis key prefixes) and 2 bare model
       processes, then measures all four in alternating rounds: pipeline gain vs bare gain.
+  python -m bench text-cpu --replicas 2 --connections 10 --duration 20
+      starts its own gateway and text replica(s): CPU milliseconds per message of each process (from
+      /proc) and Redis's per-command counts and times.
+  python -m bench redis-client --rounds 3
+      CPU per command of the gateway's Redis clients: redis-py's asyncio client against shared/mux.py.
   python -m bench vision --duration 15 --overload-duration 30
       starts its own gateway and vision replica(s) (a private Redis key prefix): latency at 1 connection in
       rounds alternating with the same pipeline run bare in-process, frames/s per replica, and a run at 3x
@@ -29,7 +34,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench import audio_load, vision_load
+from bench import audio_load, cpu, vision_load
 from bench.text_load import BareProcesses, drive, overhead_rounds, sentences
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -140,6 +145,8 @@ def markdown(report: dict[str, Any]) -> str:
     result = report["result"]
     if report["scenario"] == "vision":
         lines += vision_load.markdown_lines(result)
+    elif report["scenario"] in ("text-cpu", "redis-client"):
+        lines += cpu.markdown_lines(report["scenario"], result)
     elif report["scenario"] == "audio":
         lines += audio_load.markdown_lines(result)
     elif "runs" in result:
@@ -192,14 +199,16 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenario", choices=["text", "text-scaling", "vision", "audio"])
+    parser.add_argument("scenario", choices=["text", "text-scaling", "text-cpu", "redis-client", "vision", "audio"])
     parser.add_argument("--url", default="ws://127.0.0.1:8000", help="the running gateway (scenario text)")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="Redis for text-scaling's own stack")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="Redis of the stacks a bench starts")
     parser.add_argument("--connections", default="1,10,50", type=lambda v: [int(x) for x in v.split(",")])
     parser.add_argument("--duration", default=10.0, type=float, help="seconds per measurement")
     parser.add_argument("--rate", default=0.0, type=float, help="messages/s per connection (0: closed loop)")
-    parser.add_argument("--replicas", default=1, type=int, help="vision replicas (scenario vision)")
-    parser.add_argument("--rounds", default=6, type=int, help="alternating rounds (text, text-scaling, vision)")
+    parser.add_argument("--replicas", default=1, type=int, help="vision or text replicas (vision, text-cpu)")
+    parser.add_argument(
+        "--rounds", default=6, type=int, help="alternating rounds (text, text-scaling, vision, redis-client)"
+    )
     parser.add_argument("--per-round", default=10, type=int, help="frames per round (vision)")
     parser.add_argument("--overload-duration", default=30.0, type=float, help="seconds of 3x overload (vision)")
     parser.add_argument("--repeats", default=3, type=int, help="plays of the clip per stream (audio)")
@@ -211,7 +220,14 @@ def main() -> None:
     parser.add_argument("--data", default=DATA, type=Path, help="the shared media folder")
     parser.add_argument("--out", default=Path("bench-results"), type=Path)
     args = parser.parse_args()
-    runners = {"text": run_text, "text-scaling": run_text_scaling, "vision": run_vision, "audio": audio_load.run}
+    runners = {
+        "text": run_text,
+        "text-scaling": run_text_scaling,
+        "text-cpu": cpu.run_text_cpu,
+        "redis-client": cpu.run_redis_client,
+        "vision": run_vision,
+        "audio": audio_load.run,
+    }
     result = runners[args.scenario](args)
     report = {
         "scenario": args.scenario,
