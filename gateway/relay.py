@@ -91,10 +91,7 @@ class Relay:
                 backoff = min(backoff * 2, 5.0)
                 continue
             for raw_key, entries in cast(list[tuple[bytes, list[tuple[bytes, list[bytes]]]]], reply or []):
-                self._dispatch(
-                    raw_key.decode(),
-                    [(eid, dict(zip(flat[::2], flat[1::2], strict=True))) for eid, flat in entries if flat],
-                )
+                self._dispatch(raw_key.decode(), [(entry_id, pairs(flat)) for entry_id, flat in entries if flat])
             if reply:
                 await asyncio.sleep(0)  # let the sockets send what just arrived before the next read is built
 

@@ -3,10 +3,11 @@
 Commands are written in order and their replies matched in order (Redis answers a connection's commands
 in order), so commands from concurrent sockets pipeline over one socket instead of each taking a pooled
 connection for a round trip of its own; the commands issued in one turn of the event loop go out in one
-write (a send costs 20-40 µs of CPU on this VM). redis-py's asyncio client spends ~100 µs of
-CPU per command on this machine (its connection pool, retry and observability layers), this one ~30 µs
-alone and ~7 µs when ten callers share the socket (docs/benchmarks.md, "Gateway Redis client"). The
-gateway issues one or two commands per client message, so this was a quarter of its CPU.
+write, which spares Redis some reads. redis-py's asyncio client spends ~100 µs of CPU per command on
+this machine (its connection pool, retry and observability layers), this one ~47 µs alone and ~9 µs
+when ten callers share the socket (docs/benchmarks.md, "Gateway Redis client"). The gateway issues one
+or two commands per client message: it spends 0.25-0.27 ms of CPU per text message instead of
+0.37-0.43.
 
 Replies are RESP2 as hiredis parses them (no decoding: bytes, ints, lists, None). Errors are redis-py's
 exception classes, so callers handle both clients alike. A blocking command (XREAD BLOCK) holds up every
