@@ -117,8 +117,9 @@ Entries = list[tuple[bytes, dict[bytes, bytes]]]
 """Stream entries as redis-py returns them without decoding (its stubs type replies as broad unions)."""
 
 
-class NoGroupError(RuntimeError):
-    """The task stream or its consumer group vanished under a running worker (was Redis flushed?)."""
+class NoGroupError(ResponseError):
+    """The task stream or its consumer group vanished under a running worker (Redis restarted without
+    its data, or was flushed): the worker creates them again."""
 
 
 @dataclass
@@ -209,9 +210,7 @@ class WorkerBus:
             else:
                 reply = self._blocking_read(block_ms, count, spin_s, wait_s)
         except ResponseError as exc:
-            if "NOGROUP" in str(exc):
-                raise NoGroupError(f"stream {self.stream} or group {self.group} is gone") from exc
-            raise
+            raise self._no_group(exc) from exc
         streams = cast(list[tuple[bytes, Entries]], reply or [])
         return [parse_job(eid, fields, 1) for _, entries in streams for eid, fields in entries]
 
@@ -245,11 +244,19 @@ class WorkerBus:
             self._client_ids[id(conn)] = known
         return known[1]
 
+    def _no_group(self, exc: ResponseError) -> ResponseError:
+        """NoGroupError for NOGROUP, or for a blocked read that Redis ended because the stream was deleted."""
+        gone = str(exc).startswith("NOGROUP") or "stream key no longer exists" in str(exc)
+        return NoGroupError(f"stream {self.stream} or group {self.group} is gone") if gone else exc
+
     def reclaim(self) -> list[Job]:
         """Take over entries idle longer than ``reclaim_idle_ms`` (their worker died or hangs)."""
-        _, entries, _deleted = self.redis.xautoclaim(
-            self.stream, self.group, self.consumer, self.settings.reclaim_idle_ms, count=self.settings.batch_size
-        )
+        try:
+            _, entries, _deleted = self.redis.xautoclaim(
+                self.stream, self.group, self.consumer, self.settings.reclaim_idle_ms, count=self.settings.batch_size
+            )
+        except ResponseError as exc:
+            raise self._no_group(exc) from exc
         if not entries:
             return []
         ids = [eid for eid, _ in entries]

@@ -5,7 +5,8 @@ and acknowledge in one step -> heartbeat. Failures fall in three kinds:
 - bad input: the handler returns an ``ErrorResult``; it is published and the entry settled, never retried;
 - the model raising: the entry stays pending and is retried after ``reclaim_idle_ms`` (by any replica)
   until it has been delivered ``max_deliveries`` times, then it goes to the dead-letter stream;
-- Redis unreachable: back off and try again.
+- Redis unreachable: back off and try again; the task stream or its group gone (Redis restarted without
+  its data): create them again.
 The first SIGTERM finishes the batch in hand and stops; a second one aborts at once (what was in hand is
 reclaimed by a live replica).
 """
@@ -27,7 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import logs
-from shared.bus import Job, WorkerBus, session_of
+from shared.bus import Job, NoGroupError, WorkerBus, session_of
 from shared.names import RedisNames, consumer_name
 from shared.schema import ErrorResult, Result, Task, Timing, TurnTask
 from shared.settings import Settings, get_settings
@@ -73,11 +74,14 @@ class Worker:
     def run(self, burst: bool = False) -> int:
         """Serve until :meth:`stop` (or, with ``burst``, until the stream is drained). Returns entries settled."""
         self.bus.ensure_group()
-        backoff = 0.1
+        backoff, group_lost = 0.1, False
         log.info("%s worker %s ready", self.handler.kind, self.bus.consumer)
         try:
             while not self.stopping:
                 try:
+                    if group_lost:
+                        self.bus.ensure_group()
+                        group_lost = False
                     self._beat()
                     jobs = self._fetch(burst)
                     backoff = 0.1
@@ -85,6 +89,10 @@ class Worker:
                     log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff)
                     time.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
+                    continue
+                except NoGroupError as exc:
+                    log.warning("%s (did Redis restart without its data?); creating it again", exc)
+                    group_lost = True
                     continue
                 if not jobs and burst:
                     break

@@ -216,6 +216,25 @@ def test_a_replica_that_stops_leaves_the_group_unless_it_holds_entries(redis: Re
     assert [c["name"] for c in redis.xinfo_consumers(stream, group)] == [b"holder"]
 
 
+def test_a_worker_recreates_its_group_when_redis_lost_its_data(redis: Redis, settings: Settings) -> None:
+    """Redis restarted without persistence (or was flushed) under a running worker: it creates the task
+    stream's group again and serves what the gateway enqueues next, instead of dying."""
+    names = RedisNames(settings.redis.prefix)
+    worker = Worker(EchoHandler(), redis, settings)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        enqueue(redis, names, "sessionM1", "before", "m0")
+        wait_until(lambda: len(results(redis, names, "sessionM1")) == 1, 10, "the first result")
+        redis.delete(names.tasks("text"), names.session_results("sessionM1"), names.session_seq("sessionM1"))
+        enqueue(redis, names, "sessionM1", "after", "m1")  # as the gateway would: the stream, no group
+        wait_until(lambda: len(results(redis, names, "sessionM1")) == 1, 10, "a result after the loss")
+        assert results(redis, names, "sessionM1")[0][1]["id"] == "m1" and thread.is_alive()
+    finally:
+        worker.stop()
+        thread.join(5)
+
+
 def test_a_batch_settles_after_redis_lost_its_scripts(redis: Redis, settings: Settings) -> None:
     names = RedisNames(settings.redis.prefix)
     for i in range(3):
