@@ -126,20 +126,22 @@ class MuxRedis:
         protocol.waiting.append((future, loop.time()))
         protocol.write(packed)
         if self.timeout_s is not None and self._watchdog is None:
-            self._watchdog = loop.call_later(self.timeout_s / 2, self._check, protocol)
+            self._watchdog = loop.call_later(self.timeout_s / 2, self._check)
         return future
 
-    def _check(self, protocol: _Protocol) -> None:
-        """Fail the connection if its oldest command has waited longer than ``timeout_s``."""
+    def _check(self) -> None:
+        """Fail the connection if its oldest command has waited longer than ``timeout_s``; runs while
+        commands wait."""
         self._watchdog = None
-        if protocol.lost is not None or not protocol.waiting or self.timeout_s is None:
+        protocol = self._protocol
+        if protocol is None or protocol.lost is not None or not protocol.waiting or self.timeout_s is None:
             return
         loop = asyncio.get_running_loop()
         if loop.time() - protocol.waiting[0][1] > self.timeout_s:
             log.warning("redis: no reply in %.1fs; dropping the connection", self.timeout_s)
             protocol.abort(RedisTimeoutError(f"no reply from Redis in {self.timeout_s}s"))
             return
-        self._watchdog = loop.call_later(self.timeout_s / 2, self._check, protocol)
+        self._watchdog = loop.call_later(self.timeout_s / 2, self._check)
 
     async def _connect(self) -> _Protocol:
         async with self._lock:
