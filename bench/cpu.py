@@ -22,7 +22,7 @@ from redis import Redis
 from redis import asyncio as aioredis
 
 from bench.text_load import drive, sentences
-from shared.mux import MuxRedis, MuxScript
+from shared.mux import Arg, MuxRedis, MuxScript
 
 SCRIPT = "return redis.call('XLEN', KEYS[1])"
 
@@ -103,26 +103,21 @@ def run_redis_client(args: Any) -> dict[str, Any]:
     total = 4000
 
     async def measure() -> dict[str, dict[str, float]]:
-        pooled = aioredis.Redis.from_url(args.redis_url)
-        mux = MuxRedis(args.redis_url)
-        pooled_script = pooled.register_script(SCRIPT)
-        mux_script = MuxScript(mux, SCRIPT)
-        argv: list[str | bytes | int | float] = ["a" * 100, 5, b"xyz"]
-        clients = {
-            "redis-py asyncio": lambda: pooled_script(keys=[key], args=argv),
-            "multiplexed (shared/mux.py)": lambda: mux_script(keys=[key], args=argv),
-        }
-        out: dict[str, dict[str, float]] = {name: {} for name in clients}
-        try:
+        async with aioredis.Redis.from_url(args.redis_url) as pooled, MuxRedis(args.redis_url) as mux:
+            pooled_script, mux_script = pooled.register_script(SCRIPT), MuxScript(mux, SCRIPT)
+            argv: list[Arg] = ["a" * 100, 5, b"xyz"]
+            clients = {
+                "redis-py asyncio": lambda: pooled_script(keys=[key], args=argv),
+                "multiplexed (shared/mux.py)": lambda: mux_script(keys=[key], args=argv),
+            }
+            out: dict[str, dict[str, float]] = {name: {} for name in clients}
             for callers in (1, 10):
+                label = f"{callers} caller(s)"
                 for _ in range(args.rounds):  # alternate, so that machine noise falls on both alike
                     for name, call in clients.items():
                         await _per_command_us(call, callers, 400)  # warm-up
-                        out[name].setdefault(f"{callers} caller(s)", 0.0)
-                        out[name][f"{callers} caller(s)"] += await _per_command_us(call, callers, total) / args.rounds
-        finally:
-            await pooled.aclose()
-            await mux.aclose()
+                        spent = await _per_command_us(call, callers, total) / args.rounds
+                        out[name][label] = out[name].get(label, 0.0) + spent
         return {name: {k: round(v, 1) for k, v in by.items()} for name, by in out.items()}
 
     return {"command": "EVALSHA, 1 key, 3 arguments", "cpu_us_per_command": uvloop.run(measure())}

@@ -178,6 +178,12 @@ class MuxRedis:
                 raise RedisConnectionError(f"Redis refused the connection set-up: {reply}")
         return protocol
 
+    async def __aenter__(self) -> "MuxRedis":
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
     async def aclose(self) -> None:
         if self._watchdog is not None:
             self._watchdog.cancel()

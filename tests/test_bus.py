@@ -146,14 +146,11 @@ def test_gateway_refuses_work_past_the_backlog_limit(redis_url: str, settings: S
     from shared.mux import MuxRedis
 
     async def fill() -> list[bool]:
-        client = MuxRedis(redis_url)
-        bus = GatewayBus(
-            client, RedisNames(settings.redis.prefix), settings.bus.model_copy(update={"max_queue_depth": depth})
-        )
-        task = TextTask(task_id="t", session_id="sessionF1", enqueued_at=time.time(), text="x")
-        accepted = [await bus.enqueue(task) for _ in range(depth + 2)]
-        await client.aclose()
-        return accepted
+        async with MuxRedis(redis_url) as client:
+            limits = settings.bus.model_copy(update={"max_queue_depth": depth})
+            bus = GatewayBus(client, RedisNames(settings.redis.prefix), limits)
+            task = TextTask(task_id="t", session_id="sessionF1", enqueued_at=time.time(), text="x")
+            return [await bus.enqueue(task) for _ in range(depth + 2)]
 
     assert asyncio.run(fill()) == [True] * depth + [False, False]
 

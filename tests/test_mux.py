@@ -25,53 +25,41 @@ def test_pack_writes_the_redis_protocol() -> None:
 
 def test_concurrent_callers_each_get_their_own_reply(redis_url: str, prefix: str) -> None:
     async def run() -> list[bytes]:
-        mux = MuxRedis(redis_url)
-        try:
+        async with MuxRedis(redis_url) as mux:
             return list(await asyncio.gather(*(mux.execute("ECHO", f"{prefix}-{i}") for i in range(500))))
-        finally:
-            await mux.aclose()
 
     assert asyncio.run(run()) == [f"{prefix}-{i}".encode() for i in range(500)]
 
 
 def test_an_error_reply_is_raised_and_the_connection_goes_on(redis_url: str, prefix: str) -> None:
     async def run() -> None:
-        mux = MuxRedis(redis_url)
-        try:
+        async with MuxRedis(redis_url) as mux:
             await mux.execute("SET", f"{prefix}:s", "text")
             with pytest.raises(ResponseError, match="WRONGTYPE"):
                 await mux.execute("XLEN", f"{prefix}:s")
             assert await mux.execute("GET", f"{prefix}:s") == b"text"
-        finally:
-            await mux.aclose()
 
     asyncio.run(run())
 
 
 def test_a_caller_that_gives_up_does_not_take_the_next_callers_reply(redis_url: str, prefix: str) -> None:
     async def run() -> None:
-        mux = MuxRedis(redis_url)
-        try:
+        async with MuxRedis(redis_url) as mux:
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(mux.execute("BLPOP", f"{prefix}:empty", 0.3), 0.05)
             # queued behind the BLPOP on the same socket: answered after it, with its own reply
             assert await mux.execute("ECHO", "mine") == b"mine"
-        finally:
-            await mux.aclose()
 
     asyncio.run(run())
 
 
 def test_scripts_load_on_first_use_and_again_after_redis_forgets_them(redis_url: str, prefix: str) -> None:
     async def run() -> None:
-        mux = MuxRedis(redis_url)
-        script = MuxScript(mux, f"return '{prefix}' .. ARGV[1]")  # a script Redis has never seen
-        try:
+        async with MuxRedis(redis_url) as mux:
+            script = MuxScript(mux, f"return '{prefix}' .. ARGV[1]")  # a script Redis has never seen
             assert await script(keys=[], args=["a"]) == f"{prefix}a".encode()
             await mux.execute("SCRIPT", "FLUSH")
             assert await script(keys=[], args=["b"]) == f"{prefix}b".encode()
-        finally:
-            await mux.aclose()
 
     asyncio.run(run())
 
@@ -80,8 +68,7 @@ def test_a_lost_connection_fails_what_waits_on_it_and_the_next_command_reconnect
     redis: Redis, redis_url: str, prefix: str
 ) -> None:
     async def run() -> None:
-        mux = MuxRedis(redis_url, timeout_s=None)
-        try:
+        async with MuxRedis(redis_url, timeout_s=None) as mux:
             await mux.execute("CLIENT", "SETNAME", f"{prefix}-mux")
             blocked = asyncio.ensure_future(mux.execute("BLPOP", f"{prefix}:empty", 10))
             await asyncio.sleep(0.1)
@@ -94,8 +81,6 @@ def test_a_lost_connection_fails_what_waits_on_it_and_the_next_command_reconnect
             with pytest.raises(RedisConnectionError):
                 await asyncio.wait_for(blocked, 5)
             assert await mux.execute("ECHO", "again") == b"again"
-        finally:
-            await mux.aclose()
 
     asyncio.run(run())
 
@@ -104,13 +89,10 @@ def test_a_command_unanswered_past_the_timeout_fails_and_the_connection_is_repla
     redis_url: str, prefix: str
 ) -> None:
     async def run() -> None:
-        mux = MuxRedis(redis_url, timeout_s=0.2)
-        try:
+        async with MuxRedis(redis_url, timeout_s=0.2) as mux:
             with pytest.raises(RedisTimeoutError):
                 await mux.execute("BLPOP", f"{prefix}:empty", 5)
             assert await mux.execute("ECHO", "fresh") == b"fresh"
-        finally:
-            await mux.aclose()
 
     asyncio.run(run())
 
@@ -121,11 +103,8 @@ def test_the_database_in_the_url_is_selected(redis: Redis, redis_url: str, prefi
     key = f"{prefix}:db9"
 
     async def run() -> None:
-        mux = MuxRedis(f"{base}/9")
-        try:
+        async with MuxRedis(f"{base}/9") as mux:
             await mux.execute("SET", key, "here")
-        finally:
-            await mux.aclose()
 
     try:
         asyncio.run(run())
@@ -170,11 +149,8 @@ def password_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def test_the_password_in_the_url_is_sent_and_a_wrong_one_is_refused(password_redis: str) -> None:
     async def run(url: str) -> bytes:
-        mux = MuxRedis(url)
-        try:
+        async with MuxRedis(url) as mux:
             return bytes(await mux.execute("ECHO", "in"))
-        finally:
-            await mux.aclose()
 
     assert asyncio.run(run(f"redis://:s3cret@{password_redis}/0")) == b"in"
     with pytest.raises(RedisConnectionError, match="refused"):

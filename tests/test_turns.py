@@ -43,11 +43,9 @@ def post_all(
     redis_url: str, settings: Settings, session: str, texts: list[str], keep_latest: int = 0
 ) -> list[int | None]:
     async def run() -> list[int | None]:
-        client = MuxRedis(redis_url)
-        bus = GatewayBus(client, RedisNames(settings.redis.prefix), settings.bus)
-        numbers = [await bus.post("audio", session, Chunk(text=t), b"", keep_latest=keep_latest) for t in texts]
-        await client.aclose()
-        return numbers
+        async with MuxRedis(redis_url) as client:
+            bus = GatewayBus(client, RedisNames(settings.redis.prefix), settings.bus)
+            return [await bus.post("audio", session, Chunk(text=t), b"", keep_latest=keep_latest) for t in texts]
 
     return asyncio.run(run())
 
@@ -122,10 +120,8 @@ def test_keep_latest_skips_stale_items_and_numbers_show_how_many(
 
 def test_pending_limit_refuses_instead_of_dropping(redis: Redis, redis_url: str, settings: Settings) -> None:
     async def run() -> list[int | None]:
-        client = MuxRedis(redis_url)
-        bus = GatewayBus(client, RedisNames(settings.redis.prefix), settings.bus)
-        numbers = [await bus.post("audio", "sessionT5", Chunk(text="z"), b"", max_pending=3) for _ in range(5)]
-        await client.aclose()
-        return numbers
+        async with MuxRedis(redis_url) as client:
+            bus = GatewayBus(client, RedisNames(settings.redis.prefix), settings.bus)
+            return [await bus.post("audio", "sessionT5", Chunk(text="z"), b"", max_pending=3) for _ in range(5)]
 
     assert asyncio.run(run()) == [1, 2, 3, None, None]
