@@ -330,26 +330,26 @@ class WorkerBus:
         keys, args = self.settle_call(job, session_id, results, followups, dead_letter, state)
         return int(self._settle(keys=keys, args=args))
 
-    def settle_many(self, calls: list[tuple[list[str], list[Any]]]) -> list[int]:
+    def settle_many(self, calls: list[tuple[list[str], list[Any]]]) -> tuple[list[int], int]:
         """Settle a batch in one round trip; each entry is still settled by its own atomic script.
 
+        Returns what each script answered and the task stream's length right after: the entries other
+        replicas hold and those still unread (settled entries are deleted), which the worker shares out.
         Plain EVALSHA in the pipeline: redis-py's pipelined scripts would first ask SCRIPT EXISTS, a
         second round trip on every batch. A script Redis lost (a restart) is loaded and the calls it
         refused run again: a refused call did nothing, and a settle is idempotent anyway.
         """
-        if len(calls) == 1:
-            keys, args = calls[0]
-            return [int(self._settle(keys=keys, args=args))]
         pipe = self.redis.pipeline(transaction=False)
         for keys, args in calls:
             pipe.evalsha(self._settle.sha, len(keys), *keys, *args)
-        answers = pipe.execute(raise_on_error=False)
+        pipe.xlen(self.stream)
+        *answers, backlog = pipe.execute(raise_on_error=False)
         if any(isinstance(answer, NoScriptError) for answer in answers):
-            return [int(self._settle(keys=keys, args=args)) for keys, args in calls]
-        for answer in answers:
+            return [int(self._settle(keys=keys, args=args)) for keys, args in calls], int(self.redis.xlen(self.stream))
+        for answer in [*answers, backlog]:
             if isinstance(answer, Exception):
                 raise answer
-        return [int(answer) for answer in answers]
+        return [int(answer) for answer in answers], int(backlog)
 
     def open_turn(self, job: Job) -> None:
         """Load a turn's inbox items (after the session's cursor) and the session state into ``job``."""
@@ -381,13 +381,15 @@ class WorkerBus:
             results.append(ErrorResult(session_id=session_id, id=client_id, code=client_code, message=message))
         return self.settle(job, session_id, results, dead_letter=record)
 
-    def heartbeat(self) -> None:
+    def heartbeat(self, ttl_s: float) -> int:
+        """Announce this replica alive; returns how many replicas of its kind beat within ``ttl_s``."""
         now = time.time()
         key = self.names.workers_alive(self.kind)
         pipe = self.redis.pipeline(transaction=False)
         pipe.zadd(key, {self.consumer: now})
         pipe.zremrangebyscore(key, 0, now - 3600)
-        pipe.execute()
+        pipe.zcount(key, now - ttl_s, "+inf")
+        return int(pipe.execute()[-1])
 
     def leave(self) -> None:
         """Stop beating, and leave the consumer group unless entries are still pending for this replica

@@ -70,6 +70,10 @@ class Worker:
         self._next_reclaim = 0.0
         self._last_batch = 1
         self._last_model_s = 0.0
+        self._replicas = 1
+        """Live replicas of this kind, as the last heartbeat counted them."""
+        self._backlog: int | None = None
+        """Entries on the task stream right after the last settle (others' in hand, and unread); None before."""
 
     def run(self, burst: bool = False) -> int:
         """Serve until :meth:`stop` (or, with ``burst``, until the stream is drained). Returns entries settled."""
@@ -107,7 +111,7 @@ class Worker:
     def _beat(self) -> None:
         now = time.monotonic()
         if now >= self._next_beat:
-            self.bus.heartbeat()
+            self._replicas = max(1, self.bus.heartbeat(self.settings.worker.heartbeat_ttl_s))
             self._next_beat = now + self.settings.worker.heartbeat_interval_s
 
     def _fetch(self, burst: bool) -> list[Job]:
@@ -124,15 +128,31 @@ class Worker:
             )
             # spin only while traffic is light (last batch of one): under load the CPU is better spent elsewhere
             spin_s = self.settings.worker.spin_ms / 1000 if self._last_batch == 1 else 0.0
-            jobs = self._gather(self.bus.read_new(block, spin_s=spin_s))
+            want = self._share()
+            # with several replicas, read no more than this one's share, so that the others get theirs
+            count = want if self._replicas > 1 else None
+            jobs = self._gather(self.bus.read_new(block, count, spin_s=spin_s), want)
         return jobs
 
-    def _gather(self, jobs: list[Job]) -> list[Job]:
-        """Top up a short batch: clients answered by the last batch of n tend to send their next
-        messages within a few ms of each other, and one batch of n costs the model much less than n
-        batches of one. The wait is at most half of what the last batch took, so small batches of a
-        fast model never wait long."""
-        want = min(self._last_batch, self.settings.bus.batch_size)
+    def _share(self) -> int:
+        """How many entries this replica's next batch should hold: its share of the work in flight.
+
+        Closed-loop clients answered by the last batch of n send their next n messages within a few ms
+        of each other; the other replicas hold what was on the stream at the settle. Shared evenly, every
+        replica runs batches of about (n + backlog) / replicas. Gathering just the last batch's size
+        instead lets a lopsided split (1 and 9 at 10 clients) persist: the replica running batches of
+        one never waits, so it never collects the others' returning clients, and a batch of one costs
+        the model ~1.5x per message what a batch of five does.
+        """
+        if self._backlog is None:  # nothing settled yet: take what is there
+            return self.settings.bus.batch_size
+        share = -(-(self._last_batch + self._backlog) // self._replicas)
+        return max(1, min(share, self.settings.bus.batch_size))
+
+    def _gather(self, jobs: list[Job], want: int) -> list[Job]:
+        """Top up a short batch to ``want`` entries (see :meth:`_share`): one batch of n costs the model
+        much less than n batches of one. The wait is at most half of what the last batch took, so small
+        batches of a fast model never wait long."""
         wait_s = min(self.settings.bus.batch_wait_ms / 1000, self._last_model_s / 2)
         if jobs and len(jobs) < want and wait_s > 0:
             deadline = time.monotonic() + wait_s
@@ -184,7 +204,8 @@ class Worker:
                 result.timing = Timing(accepted_at=accepted, queue_ms=queue_ms, model_ms=model_ms)
             sid = job.task.session_id
             calls.append(self.bus.settle_call(job, sid, outcome.results, outcome.followups, state=outcome.state))
-        for job, published in zip(jobs, self.bus.settle_many(calls), strict=True):
+        published_seqs, self._backlog = self.bus.settle_many(calls)
+        for job, published in zip(jobs, published_seqs, strict=True):
             if published == -1:
                 log.info("entry %s was already settled by another replica; result discarded", job.entry_id)
         self.processed += len(jobs)

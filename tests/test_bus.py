@@ -5,6 +5,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from typing import Any, cast
 
 import pytest
 from redis import Redis
@@ -156,16 +157,16 @@ def test_gateway_refuses_work_past_the_backlog_limit(redis_url: str, settings: S
 
 
 class BatchRecorder(EchoHandler):
-    """Records batch sizes; each batch takes ``seconds`` (a model's time)."""
+    """Records batch sizes; each batch takes ``seconds`` plus ``per_entry`` for each entry (a model's time)."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, per_entry: float = 0.0) -> None:
         super().__init__()
-        self.seconds = seconds
+        self.seconds, self.per_entry = seconds, per_entry
         self.sizes: list[int] = []
 
     def handle(self, jobs: Sequence[Job]) -> list[Outcome]:
         self.sizes.append(len(jobs))
-        time.sleep(self.seconds)
+        time.sleep(self.seconds + self.per_entry * len(jobs))
         return super().handle(jobs)
 
 
@@ -196,6 +197,49 @@ def test_worker_gathers_a_batch_as_large_as_its_last(
         worker.stop()
         thread.join(5)
     assert handler.sizes == expected
+
+
+def test_two_replicas_share_closed_loop_clients_evenly(redis: Redis, settings: Settings) -> None:
+    """Ten closed-loop clients (each sends its next message when its result arrives) over two replicas,
+    from a lopsided start (one replica holding nine): both settle into batches of about five, instead of
+    one of them running batches of one for good."""
+    names = RedisNames(settings.redis.prefix)
+    handlers = [BatchRecorder(0.004, per_entry=0.002) for _ in range(2)]  # 6 ms for one, 14 ms for five
+    workers = [Worker(handler, redis, settings) for handler in handlers]
+    stop = threading.Event()
+
+    def client(k: int, first_sent: bool) -> None:
+        session = f"sessionN{k:02d}"
+        stream, last, n = names.session_results(session), b"0-0", 0
+        while not stop.is_set():
+            if not first_sent:
+                enqueue(redis, names, session, "x", f"{k}-{n}")
+            first_sent = False
+            reply: list[Any] = []
+            while not stop.is_set() and not reply:
+                reply = cast(list[Any], redis.xread({stream: last}, block=200))
+            if reply:
+                last, n = reply[0][1][-1][0], n + 1
+
+    for k in range(9):  # the first nine messages wait on the stream, and the first replica takes them all
+        enqueue(redis, names, f"sessionN{k:02d}", "x", f"{k}-0")
+    threads = [threading.Thread(target=workers[0].run, daemon=True)]
+    threads[0].start()
+    wait_until(lambda: handlers[0].sizes == [9], 10, "a batch of nine")
+    threads += [threading.Thread(target=workers[1].run, daemon=True)]
+    threads += [threading.Thread(target=client, args=(k, k < 9), daemon=True) for k in range(10)]
+    for thread in threads[1:]:
+        thread.start()
+    try:
+        wait_until(lambda: min(len(h.sizes) for h in handlers) >= 120, 60, "120 batches on each replica")
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.stop()
+        for thread in threads:
+            thread.join(5)
+    for handler in handlers:  # the last 60 batches of each: even, give or take a client in transit
+        assert sorted(handler.sizes[-60:])[30] in (4, 5, 6), handler.sizes
 
 
 def test_a_replica_that_stops_leaves_the_group_unless_it_holds_entries(redis: Redis, settings: Settings) -> None:
@@ -246,8 +290,8 @@ def test_a_batch_settles_after_redis_lost_its_scripts(redis: Redis, settings: Se
         assert isinstance(job.task, TextTask)
         result = ErrorResult(session_id="sessionH1", id=job.task.client_id, code="internal", message="m")
         calls.append(bus.settle_call(job, "sessionH1", [result]))
-    assert bus.settle_many(calls) == [1, 2, 3]
-    assert bus.settle_many(calls) == [-1, -1, -1]  # settled already: published once
+    assert bus.settle_many(calls) == ([1, 2, 3], 0)
+    assert bus.settle_many(calls) == ([-1, -1, -1], 0)  # settled already: published once
     assert [seq for seq, _ in results(redis, names, "sessionH1")] == [1, 2, 3]
 
 
@@ -321,12 +365,12 @@ def test_healthcheck_asks_for_a_heartbeat_from_this_replica(redis: Redis, settin
     names = RedisNames(settings.redis.prefix)
     ttl = settings.worker.heartbeat_ttl_s
     sibling = WorkerBus(redis, names, settings.bus, "text", consumer_name("c0ffee000002", 7, "a1b2c3"))
-    sibling.heartbeat()
+    sibling.heartbeat(ttl)
     assert worker_alive(redis, names, "text", ttl, "c0ffee000002")
     assert not worker_alive(redis, names, "text", ttl, "c0ffee000001")  # only its sibling beats
     assert not worker_alive(redis, names, "vision", ttl, "c0ffee000002")  # another kind
     mine = WorkerBus(redis, names, settings.bus, "text", consumer_name("c0ffee000001", 7, "d4e5f6"))
-    mine.heartbeat()
+    mine.heartbeat(ttl)
     assert worker_alive(redis, names, "text", ttl, "c0ffee000001")
     redis.zadd(names.workers_alive("text"), {mine.consumer: time.time() - ttl - 1})  # it stopped beating
     assert not worker_alive(redis, names, "text", ttl, "c0ffee000001")
