@@ -35,9 +35,10 @@ class BusSettings(BaseModel):
     batch_size: int = Field(16, ge=1)
     """Most entries a worker reads (and its model runs) at once."""
     batch_wait_ms: float = Field(12.0, ge=0)
-    """A worker whose last batch held n > 1 entries waits for n before running the next: at most this
-    long, and at most half of what that batch took to run (0: never wait). Under concurrent load this
-    keeps batches whole; a lone client never waits."""
+    """A worker whose last batch held n > 1 entries waits for up to n (no more than its share of the work
+    in flight when several replicas run) before running the next: at most this long, and at most half
+    of what that batch took to run (0: never wait). Under concurrent load this keeps batches whole; a
+    lone client never waits."""
     max_queue_depth: int = Field(10_000, ge=1)
     """The gateway refuses new work (typed ``overloaded`` error) past this backlog per task stream."""
     turn_max_items: int = Field(64, ge=1)

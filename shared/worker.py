@@ -128,21 +128,20 @@ class Worker:
             )
             # spin only while traffic is light (last batch of one): under load the CPU is better spent elsewhere
             spin_s = self.settings.worker.spin_ms / 1000 if self._last_batch == 1 else 0.0
-            want = self._share()
-            # with several replicas, read no more than this one's share, so that the others get theirs
-            count = want if self._replicas > 1 else None
-            jobs = self._gather(self.bus.read_new(block, count, spin_s=spin_s), want)
+            share = self._share()
+            # with several replicas, take no more than this replica's share, so that the others get theirs
+            count = share if self._replicas > 1 else None
+            jobs = self._gather(self.bus.read_new(block, count, spin_s=spin_s), min(share, self._last_batch))
         return jobs
 
     def _share(self) -> int:
-        """How many entries this replica's next batch should hold: its share of the work in flight.
+        """The most entries this replica should take for its next batch: its share of the work in flight.
 
         Closed-loop clients answered by the last batch of n send their next n messages within a few ms
-        of each other; the other replicas hold what was on the stream at the settle. Shared evenly, every
-        replica runs batches of about (n + backlog) / replicas. Gathering just the last batch's size
-        instead lets a lopsided split (1 and 9 at 10 clients) persist: the replica running batches of
-        one never waits, so it never collects the others' returning clients, and a batch of one costs
-        the model ~1.5x per message what a batch of five does.
+        of each other, and the other replicas hold what was on the stream at the settle, so every replica
+        runs batches of about (n + backlog) / replicas when each takes no more than that. Without the cap,
+        a replica takes back all of its n, and a lopsided split (9 and 1 at 10 clients) persists: the
+        other replica runs batches of one, which cost the model ~1.5x per message what a batch of five does.
         """
         if self._backlog is None:  # nothing settled yet: take what is there
             return self.settings.bus.batch_size
@@ -150,9 +149,11 @@ class Worker:
         return max(1, min(share, self.settings.bus.batch_size))
 
     def _gather(self, jobs: list[Job], want: int) -> list[Job]:
-        """Top up a short batch to ``want`` entries (see :meth:`_share`): one batch of n costs the model
-        much less than n batches of one. The wait is at most half of what the last batch took, so small
-        batches of a fast model never wait long."""
+        """Top up a short batch to ``want`` entries: at most its share, and no more than its last batch,
+        whose clients are the ones that answer within a few ms (waiting for another replica's clients
+        would idle this one until that replica finishes). One batch of n costs the model much less than
+        n batches of one. The wait is at most half of what the last batch took, so small batches of a
+        fast model never wait long, and after a batch of one (a lone client) there is no wait at all."""
         wait_s = min(self.settings.bus.batch_wait_ms / 1000, self._last_model_s / 2)
         if jobs and len(jobs) < want and wait_s > 0:
             deadline = time.monotonic() + wait_s

@@ -242,6 +242,39 @@ def test_two_replicas_share_closed_loop_clients_evenly(redis: Redis, settings: S
         assert sorted(handler.sizes[-60:])[30] in (4, 5, 6), handler.sizes
 
 
+def test_after_a_batch_of_one_a_replica_does_not_wait_for_the_clients_of_another(
+    redis: Redis, settings: Settings
+) -> None:
+    """Its share of the work counts the entries another replica holds, but those clients answer only when
+    that replica is done: a replica whose last batch held one runs the next entry at once, not after
+    waiting half a batch's time for them (3 clients over 2 replicas: batches of 1 and 2, no idling)."""
+    bus = settings.bus.model_copy(update={"batch_wait_ms": 2000, "reclaim_idle_ms": 60_000})
+    settings = settings.model_copy(update={"bus": bus})
+    names = RedisNames(settings.redis.prefix)
+    other = WorkerBus(redis, names, settings.bus, "text", "other")
+    other.ensure_group()
+    other.heartbeat(settings.worker.heartbeat_ttl_s)
+    for i in range(2):
+        enqueue(redis, names, "sessionO1", f"held {i}", f"o{i}")
+    assert len(other.read_new(None)) == 2  # the other replica holds two entries for the whole test
+    handler = BatchRecorder(0.4)  # a batch takes 0.4 s: waiting would add 0.2 s
+    worker = Worker(handler, redis, settings)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        enqueue(redis, names, "sessionO2", "first", "p0")
+        wait_until(lambda: len(results(redis, names, "sessionO2")) == 1, 15, "the first result", 0.005)
+        started = time.monotonic()
+        enqueue(redis, names, "sessionO2", "second", "p1")
+        wait_until(lambda: len(results(redis, names, "sessionO2")) == 2, 15, "the second result", 0.005)
+        elapsed = time.monotonic() - started
+    finally:
+        worker.stop()
+        thread.join(5)
+    assert handler.sizes == [1, 1]
+    assert elapsed < 0.55, f"{elapsed:.3f} s: the replica waited for entries another replica holds"
+
+
 def test_a_replica_that_stops_leaves_the_group_unless_it_holds_entries(redis: Redis, settings: Settings) -> None:
     settings = settings.model_copy(update={"bus": settings.bus.model_copy(update={"reclaim_idle_ms": 60_000})})
     names = RedisNames(settings.redis.prefix)
