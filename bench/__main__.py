@@ -31,6 +31,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,7 @@ def run_text_scaling(args: argparse.Namespace) -> dict[str, Any]:
     connections = args.connections[0]
     seconds = args.duration / args.rounds
     measured: dict[str, list[float]] = {"pipeline-1": [], "pipeline-2": [], "bare-1": [], "bare-2": []}
+    batches: dict[str, Counter[int]] = {"pipeline-1": Counter(), "pipeline-2": Counter()}
     stacks: dict[int, Stack] = {}
     bare: BareProcesses | None = None
     with tempfile.TemporaryDirectory() as logs:
@@ -90,6 +92,7 @@ def run_text_scaling(args: argparse.Namespace) -> dict[str, Any]:
                         url = stacks[int(count)].ws + "/ws/emotion"
                         run = asyncio.run(drive(url, texts, connections, seconds, start_at=r * 100, warmup=WARMUP_S))
                         measured[name].append(run["throughput_per_s"])
+                        batches[name].update(run["messages_by_batch"])
                     else:  # the batches a replica sees: the closed-loop connections split over the replicas
                         measured[name].append(bare.throughput(int(count), max(1, connections // int(count)), seconds))
                 order = order[1:] + order[:1]
@@ -118,6 +121,7 @@ def run_text_scaling(args: argparse.Namespace) -> dict[str, Any]:
         "gain_ratio_per_round": rounds,
         "gain_ratio_median_round": round(statistics.median(rounds), 3),
         "added_throughput_ratio": round((pipeline_gain - 1) / (bare_gain - 1), 3) if bare_gain > 1 else None,
+        "messages_by_batch": {name: dict(sorted(counts.items())) for name, counts in batches.items()},
     }
 
 
@@ -193,6 +197,12 @@ def markdown(report: dict[str, Any]) -> str:
             f"(per round: {', '.join(map(str, result['gain_ratio_per_round']))}; "
             f"median round {result['gain_ratio_median_round']}); "
             f"added throughput ratio (pipeline gain - 1) / (bare gain - 1): {result['added_throughput_ratio']}",
+            "",
+            "messages by the size of the batch they ran in (the result's `timing.batch`): "
+            + "; ".join(
+                f"{name}: " + ", ".join(f"{size}: {count}" for size, count in counts.items())
+                for name, counts in result["messages_by_batch"].items()
+            ),
         ]
     return "\n".join(lines) + "\n"
 

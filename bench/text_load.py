@@ -5,6 +5,7 @@ import itertools
 import json
 import multiprocessing
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ async def _client(
                     elapsed = (time.perf_counter() - started) * 1000
                     out["latencies"].append(elapsed)
                     out["plumbing"].append(elapsed - result["timing"]["model_ms"])
+                    out["batches"][result["timing"]["batch"]] += 1
                 if rate <= 0 and time.perf_counter() < deadline:
                     await send_one()
 
@@ -87,7 +89,7 @@ async def drive(
 
 def new_tally() -> dict[str, Any]:
     """What clients add their measurements to."""
-    return {"latencies": [], "plumbing": [], "errors": 0, "lost": 0}
+    return {"latencies": [], "plumbing": [], "errors": 0, "lost": 0, "batches": Counter()}
 
 
 def report(out: dict[str, Any], duration: float, connections: int) -> dict[str, Any]:
@@ -97,6 +99,7 @@ def report(out: dict[str, Any], duration: float, connections: int) -> dict[str, 
     result["plumbing_p50_ms"] = round(percentile(out["plumbing"], 50), 3)
     result["plumbing_p99_ms"] = round(percentile(out["plumbing"], 99), 3)
     result["connections"] = connections
+    result["messages_by_batch"] = dict(sorted(out["batches"].items()))
     return result
 
 

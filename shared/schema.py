@@ -126,6 +126,8 @@ class Timing(BaseModel):
     """From the gateway accepting the message to a worker taking it."""
     model_ms: float = 0.0
     """Time the model spent on the batch holding this message."""
+    batch: int = 1
+    """Messages (or turns) in that batch: ``model_ms`` is their time together."""
     total_ms: float | None = None
     """End to end, from the gateway accepting the message to the gateway sending the result."""
 

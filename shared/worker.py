@@ -202,7 +202,7 @@ class Worker:
                 given = result.timing.accepted_at if result.timing else None
                 accepted = given if given is not None else job.task.enqueued_at
                 queue_ms = max(0.0, (job.read_at - accepted) * 1000)
-                result.timing = Timing(accepted_at=accepted, queue_ms=queue_ms, model_ms=model_ms)
+                result.timing = Timing(accepted_at=accepted, queue_ms=queue_ms, model_ms=model_ms, batch=len(jobs))
             sid = job.task.session_id
             calls.append(self.bus.settle_call(job, sid, outcome.results, outcome.followups, state=outcome.state))
         published_seqs, self._backlog = self.bus.settle_many(calls)

@@ -197,6 +197,9 @@ def test_worker_gathers_a_batch_as_large_as_its_last(
         worker.stop()
         thread.join(5)
     assert handler.sizes == expected
+    # every result names the size of the batch it ran in (its model_ms is that batch's time)
+    batches = [body["timing"]["batch"] for _, body in results(redis, names, "sessionG1")]
+    assert batches == [size for size in expected for _ in range(size)]
 
 
 def test_two_replicas_share_closed_loop_clients_evenly(redis: Redis, settings: Settings) -> None:
